@@ -1,0 +1,210 @@
+"""The ``rectune`` command. Thin: it parses, calls the modules, prints; no logic of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+
+import click
+
+from rectune.errors import RectuneError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Group(click.Group):
+    """Turns every RectuneError into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RectuneError as exc:
+            click.echo(f"rectune: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(package_name="rectune", prog_name="rectune")
+def main() -> None:
+    """rectune: expand and enrich recommendation training samples, and tune fused multi-task models
+    on Ray (Data, Train, Tune) with Optuna.
+
+    \b
+    Start with:   rectune quickstart
+    Data:         rectune data --help
+    Benchmarks:   rectune bench --help
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+@main.group(cls=Group, context_settings=CONTEXT)
+def data() -> None:
+    """Make, import, inspect and check prepared datasets.
+
+    A prepared dataset is a folder of train/valid/test.parquet, items.parquet, optional
+    users.parquet and relations.parquet, and schema.json: the one format every later stage reads.
+    """
+
+
+OUT = click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+                   help="folder to write the prepared dataset to (must not exist, unless --overwrite)")
+OVERWRITE = click.option("--overwrite", is_flag=True, help="replace --out if it exists (atomically)")
+
+
+@data.command("synth", context_settings=CONTEXT)
+@OUT
+@click.option("--users", default=2000, show_default=True, type=click.IntRange(min=10), help="number of users")
+@click.option("--items", default=1000, show_default=True, type=click.IntRange(min=10), help="number of items")
+@click.option("--rows", default=100_000, show_default=True, type=click.IntRange(min=100), help="impressions in all splits")
+@click.option("--seed", default=0, show_default=True, type=int, help="the world is deterministic per seed")
+@OVERWRITE
+def data_synth(out: Path, users: int, items: int, rows: int, seed: int, overwrite: bool) -> None:
+    """Generate the synthetic e-commerce world (the embedded default dataset).
+
+    Users with latent tastes and profiles; items with brand, category, shop, price band and a title
+    whose words carry part of the item's character; item relations; impressions with a click ->
+    conversion funnel, long-tail popularity and each user's behaviour history.
+    """
+    from rectune.data.synth import SynthConfig, generate
+    from rectune.data.prepared import check_output_free
+
+    check_output_free(out, overwrite)
+    ds = generate(SynthConfig(users=users, items=items, rows=rows, seed=seed)).write(out, overwrite=overwrite)
+    click.echo(f"wrote {out} ({sum(ds.schema.rows.values()):,} rows)")
+
+
+@data.group("import", cls=Group, context_settings=CONTEXT)
+def data_import() -> None:
+    """Import a public dataset format into a prepared dataset."""
+
+
+def _param_of(decorator) -> click.Parameter:
+    """The click parameter that an option decorator such as OUT would add."""
+
+    def f() -> None: ...
+
+    decorator(f)
+    return f.__click_params__[0]  # type: ignore[attr-defined]
+
+
+def _importer_command(name: str, cls: type) -> click.Command:
+    """A click command whose options are the importer dataclass's fields."""
+    hints = typing.get_type_hints(cls)
+
+    def callback(src: Path, out: Path, overwrite: bool, **options) -> None:
+        from rectune.data.importers import run_import
+
+        ds = run_import(name, src, out, overwrite=overwrite, **options)
+        rows = ", ".join(f"{k} {v:,}" for k, v in ds.schema.rows.items())
+        click.echo(f"wrote {out} ({rows})")
+
+    params: list[click.Parameter] = [
+        click.Argument(["src"], type=click.Path(path_type=Path)),
+    ]
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        typ = hints[f.name]
+        opt = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        if typing.get_origin(typ) is tuple:
+            params.append(click.Option([opt, f.name], multiple=True, type=str, help=help_))
+        elif typ is bool:
+            params.append(click.Option([opt, f.name], is_flag=True, default=f.default, help=help_))
+        else:
+            params.append(click.Option([opt, f.name], type=typ, default=f.default, show_default=True, help=help_))
+    params += [_param_of(OUT), _param_of(OVERWRITE)]
+    doc = (cls.__doc__ or name).strip()
+    return click.Command(name, callback=callback, params=params, help=doc, short_help=doc.splitlines()[0],
+                         context_settings=CONTEXT)
+
+
+def _register_importers() -> None:
+    from rectune.data.importers import IMPORTERS
+
+    for name, cls in IMPORTERS.items():
+        data_import.add_command(_importer_command(name, cls))
+
+
+_register_importers()
+
+
+@data.command("embed-text", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1), help="titles per batch")
+@click.option("--force", is_flag=True, help="recompute even if the cached embeddings match the titles")
+def data_embed_text(dataset: Path, batch_size: int, force: bool) -> None:
+    """Embed every item title with the pretrained all-MiniLM-L6-v2 (384-d, offline).
+
+    The vectors are stored in items.parquet (column text_emb) and cached: a second run does nothing
+    until the titles change.
+    """
+    from rectune.data.text import embed_text
+
+    result = embed_text(dataset, batch_size=batch_size, force=force, progress=True)
+    click.echo(result)
+
+
+@data.command("describe", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--cold-threshold", default=5, show_default=True, type=click.IntRange(min=1),
+              help="an item with fewer training positives than this is cold")
+@click.option("--json", "as_json", is_flag=True, help="print the description as JSON")
+def data_describe(dataset: Path, cold_threshold: int, as_json: bool) -> None:
+    """Rows per split, positive rate per task, field cardinalities, relations, cold test items."""
+    from rectune.data.describe import describe, render
+
+    desc = describe(dataset, cold_threshold=cold_threshold)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(desc, indent=1))
+    else:
+        render(desc)
+
+
+@data.command("validate", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+def data_validate(dataset: Path) -> None:
+    """Read every file of a prepared dataset and check it against its schema."""
+    from rectune.data.prepared import open_dataset
+
+    ds = open_dataset(dataset, validate=True)
+    click.echo(f"{dataset}: valid ({', '.join(f'{k} {v:,}' for k, v in ds.schema.rows.items())} rows)")
+
+
+# ---------------------------------------------------------------------------------------------
+@main.group(cls=Group, context_settings=CONTEXT)
+def bench() -> None:
+    """Benchmarks that print figures measured side by side in one run."""
+
+
+@bench.command("synth", context_settings=CONTEXT)
+@click.option("--rows", default=1_000_000, show_default=True, type=click.IntRange(min=1000))
+@click.option("--users", default=50_000, show_default=True, type=click.IntRange(min=10))
+@click.option("--items", default=20_000, show_default=True, type=click.IntRange(min=10))
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1))
+def bench_synth(rows: int, users: int, items: int, repeat: int) -> None:
+    """Time the synthetic generator (generation and writing) at ROWS impressions."""
+    from rectune.bench.synth import run
+
+    run(rows=rows, users=users, items=items, repeat=repeat)
+
+
+# ---------------------------------------------------------------------------------------------
+@main.command("quickstart", context_settings=CONTEXT)
+@click.option("--dir", "workdir", default=Path("rectune-quickstart"), show_default=True,
+              type=click.Path(path_type=Path), help="where to put the dataset (and, later, the campaign)")
+@click.option("--rows", default=200_000, show_default=True, type=click.IntRange(min=1000))
+@click.option("--seed", default=0, show_default=True, type=int)
+def quickstart(workdir: Path, rows: int, seed: int) -> None:
+    """The main job on the embedded default: synthesise a small world and describe it."""
+    from rectune.quickstart import run
+
+    run(workdir, rows=rows, seed=seed)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

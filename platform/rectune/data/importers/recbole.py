@@ -1,0 +1,316 @@
+"""RecBole atomic files: ``.inter``, ``.user``, ``.item``, ``.kg``, ``.link``.
+
+Tab-separated with typed headers (``name:token``, ``name:token_seq``, ``name:float``,
+``name:float_seq``). Interactions are implicit feedback; tasks beyond ``click`` come from rules over
+``.inter`` columns (``--task like=rating>=4``). Columns of ``.inter`` other than user, item and time
+never become features: they describe the interaction and would leak its labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+
+from rectune.data.importers import IMPORTERS, Importer
+from rectune.data.importers.common import SplitSpec, TaskRule, Vocab, read_delimited, require_columns
+from rectune.data.importers.implicit import CLICK, Interactions, SideFeatures, build_rows, history_field
+from rectune.data.prepared import DatasetTables
+from rectune.data.schema import Field, Schema
+from rectune.errors import ConfigError, DataError
+
+TYPES = ("token", "token_seq", "float", "float_seq")
+TEXT_HINTS = ("title", "name", "text", "desc")
+
+
+def read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A RecBole atomic file as strings, with the type of each column from its header."""
+    frame = read_delimited(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    types: dict[str, str] = {}
+    renamed = {}
+    for col in frame.columns:
+        name, sep, typ = str(col).rpartition(":")
+        if not sep or typ not in TYPES:
+            raise DataError.at(path, f"header '{col}': expected 'name:type' with type one of {list(TYPES)}")
+        types[name] = typ
+        renamed[col] = name
+    return frame.rename(columns=renamed), types
+
+
+def token_values(column: pd.Series) -> pd.Series:
+    """Tokens as integers when they all are (so ids sort as numbers), else as strings."""
+    as_num = pd.to_numeric(column, errors="coerce")
+    if len(column) and as_num.notna().all() and np.all(np.mod(as_num.to_numpy(), 1) == 0):
+        return as_num.astype(np.int64)
+    return column.astype(str)
+
+
+def _seq_codes(column: pd.Series, where: Path, name: str) -> tuple[Vocab, list[list[int]]]:
+    lists = [s.split() if isinstance(s, str) else [] for s in column]
+    vocab = Vocab.fit([t for lst in lists for t in lst])
+    codes = vocab.encode([t for lst in lists for t in lst])
+    out, k = [], 0
+    for lst in lists:
+        out.append(codes[k : k + len(lst)].tolist())
+        k += len(lst)
+    if vocab.size == 1:
+        raise DataError.at(where, "no tokens; expected space-separated tokens", name)
+    return vocab, out
+
+
+def side_features(
+    frame: pd.DataFrame, types: dict[str, str], key: str, codes: np.ndarray, n_codes: int,
+    side: str, where: Path, skip: tuple[str, ...] = (),
+) -> tuple[SideFeatures, dict[str, pa.Array]]:
+    """Fields of a .user or .item file, each as an array indexed by code."""
+    fields: list[Field] = []
+    values: dict[str, pa.Array] = {}
+    for name, typ in types.items():
+        if name == key or name in skip:
+            continue
+        col = frame[name]
+        if typ == "token":
+            vocab = Vocab.fit(token_values(col[col != ""]))
+            arr = np.zeros(n_codes, dtype=np.int32)
+            arr[codes] = vocab.encode(token_values(col))
+            fields.append(Field(name, "sparse", side=side, vocab_size=vocab.size, values=vocab.json_values()))
+            values[name] = pa.array(arr)
+        elif typ == "token_seq":
+            vocab, lists = _seq_codes(col, where, name)
+            full: list[list[int]] = [[] for _ in range(n_codes)]
+            for c, lst in zip(codes, lists):
+                full[c] = lst
+            max_len = max(1, max(len(x) for x in lists))
+            fields.append(Field(name, "sequence", side=side, vocab_size=vocab.size, max_len=max_len,
+                                values=vocab.json_values()))
+            values[name] = pa.array(full, pa.list_(pa.int32()))
+        elif typ == "float":
+            num = pd.to_numeric(col.replace("", np.nan), errors="coerce")
+            bad = num.isna() & (col != "")
+            if bad.any():
+                raise DataError.at(where, f"unparsable value {col[bad].iloc[0]!r}; expected a number", name)
+            fill = float(num.mean()) if num.notna().any() else 0.0
+            arr = np.full(n_codes, fill, dtype=np.float32)
+            arr[codes] = num.fillna(fill).to_numpy(dtype=np.float32)
+            fields.append(Field(name, "dense", side=side))
+            values[name] = pa.array(arr)
+        # float_seq side fields are rare; they are skipped rather than guessed at
+    return SideFeatures(fields, values), values
+
+
+def kg_relations(
+    link: pd.DataFrame, kg: pd.DataFrame, n_codes: int, max_neighbors: int, rng: np.random.Generator
+) -> pa.Table:
+    """Item -> item edges from a knowledge graph.
+
+    Items A != B are related by r when both have a triple (e, r, t) with the same tail t; at most
+    ``max_neighbors`` per (item, r), those sharing most tails first (ties broken at random);
+    ``n_shared`` counts the shared tails. Triples linking two items directly give ``direct:<r>``.
+    """
+    ent2item = dict(zip(link["entity"], link["item"]))
+    kg = kg[kg["head"].isin(ent2item)]
+    heads = kg["head"].map(ent2item).to_numpy(np.int64)
+    parts: list[pd.DataFrame] = []
+    for rel, idx in pd.Series(np.arange(len(kg))).groupby(kg["relation"].to_numpy()).groups.items():
+        idx = np.asarray(idx)
+        tails, _ = pd.factorize(kg["tail"].to_numpy()[idx])
+        m = sp.csr_matrix((np.ones(len(idx), np.float32), (heads[idx], tails)), shape=(n_codes, tails.max() + 1))
+        m.data[:] = 1.0
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        c = (m @ m.T).tocoo()
+        keep = c.row != c.col
+        r, t, cnt = c.row[keep], c.col[keep], c.data[keep].astype(np.int32)
+        if len(r):
+            o = np.lexsort((rng.random(len(r)), -cnt, r))
+            r, t, cnt = r[o], t[o], cnt[o]
+            start = np.searchsorted(r, r, side="left")
+            rank = np.arange(len(r)) - start
+            sel = rank < max_neighbors
+            parts.append(pd.DataFrame({"head_item_id": r[sel], "relation": rel, "tail_item_id": t[sel], "n_shared": cnt[sel]}))
+        direct = kg["tail"].to_numpy()[idx]
+        is_item = pd.Series(direct).isin(ent2item).to_numpy()
+        if is_item.any():
+            d = pd.DataFrame({
+                "head_item_id": heads[idx][is_item],
+                "relation": f"direct:{rel}",
+                "tail_item_id": pd.Series(direct[is_item]).map(ent2item).to_numpy(np.int64),
+                "n_shared": 0,
+            })
+            d = d[d.head_item_id != d.tail_item_id].drop_duplicates(["head_item_id", "tail_item_id"])
+            parts.append(d)
+    if not parts:
+        return pa.table({"head_item_id": pa.array([], pa.int32()), "relation": pa.array([], pa.string()),
+                         "tail_item_id": pa.array([], pa.int32()), "n_shared": pa.array([], pa.int16())})
+    out = pd.concat(parts, ignore_index=True)
+    return pa.table({
+        "head_item_id": pa.array(out.head_item_id.to_numpy(np.int32)),
+        "relation": pa.array(out.relation.astype(str).to_numpy(), pa.string()),
+        "tail_item_id": pa.array(out.tail_item_id.to_numpy(np.int32)),
+        "n_shared": pa.array(np.minimum(out.n_shared.to_numpy(), 32767).astype(np.int16)),
+    })
+
+
+def _find(src: Path, ext: str, required: bool) -> Path | None:
+    hits = sorted(src.glob(f"*.{ext}"))
+    if len(hits) > 1:
+        raise DataError.at(src, f"several .{ext} files ({', '.join(h.name for h in hits)}); expected one")
+    if not hits:
+        if required:
+            raise DataError.at(src, f"missing file: expected a RecBole .{ext} file in this folder")
+        return None
+    return hits[0]
+
+
+@IMPORTERS.register("recbole")
+@dataclass
+class RecBoleImporter(Importer):
+    """RecBole atomic files (.inter, .user, .item, .kg, .link) in a folder."""
+
+    task: tuple[str, ...] = field(default=(), metadata={
+        "help": "extra binary task from an .inter column, NAME=COLUMN<op>VALUE (e.g. like=rating>=4); repeatable"})
+    neg_ratio: int = field(default=4, metadata={"help": "sampled negatives per interaction"})
+    split: str = field(default="time:0.8,0.1,0.1", metadata={
+        "help": "'time:TRAIN,VALID,TEST' (global by time) or 'loo' (per user, leave-last-out)"})
+    hist_len: int = field(default=20, metadata={"help": "length of the behaviour history (hist_items)"})
+    text_field: str = field(default="", metadata={
+        "help": "token_seq column of .item that is the item's text (default: one named like title/name)"})
+    max_neighbors: int = field(default=50, metadata={"help": "knowledge-graph neighbours kept per item and relation"})
+    user_field: str = field(default="user_id", metadata={"help": "user id column"})
+    item_field: str = field(default="item_id", metadata={"help": "item id column"})
+    time_field: str = field(default="timestamp", metadata={"help": "time column of .inter"})
+    seed: int = field(default=2026, metadata={"help": "seed of the negative sampling and tie-breaking"})
+
+    def __post_init__(self) -> None:
+        self.rules = [TaskRule.parse(t) for t in self.task]
+        self.split_spec = SplitSpec.parse(self.split)
+        for name in ("neg_ratio", "hist_len", "max_neighbors"):
+            if getattr(self, name) < (0 if name == "neg_ratio" else 1):
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
+        names = [r.task for r in self.rules]
+        if CLICK in names or len(set(names)) != len(names):
+            raise ConfigError(f"--task: task names must be distinct and not '{CLICK}' (the implicit task)")
+
+    def build(self, src: Path) -> DatasetTables:
+        if not src.is_dir():
+            raise DataError.at(src, "not a folder; expected a folder of RecBole atomic files")
+        rng = np.random.default_rng(self.seed)
+        inter_path = _find(src, "inter", required=True)
+        inter, itypes = read_atomic(inter_path)
+        require_columns(inter, [self.user_field, self.item_field, self.time_field], inter_path)
+        ts = pd.to_numeric(inter[self.time_field], errors="coerce")
+        if ts.isna().any():
+            bad = inter[self.time_field][ts.isna()].iloc[0]
+            raise DataError.at(inter_path, f"unparsable value {bad!r}; expected a number (time)", self.time_field)
+        labels = {r.task: r.apply(inter, str(inter_path)) for r in self.rules}
+
+        user_path, item_path = _find(src, "user", False), _find(src, "item", False)
+        users_f, utypes = read_atomic(user_path) if user_path else (None, {})
+        items_f, ityp = read_atomic(item_path) if item_path else (None, {})
+        if users_f is not None:
+            require_columns(users_f, [self.user_field], user_path)
+        if items_f is not None:
+            require_columns(items_f, [self.item_field], item_path)
+
+        inter_users, inter_items = token_values(inter[self.user_field]), token_values(inter[self.item_field])
+        uvocab = Vocab.fit(inter_users, token_values(users_f[self.user_field]) if users_f is not None else [])
+        ivocab = Vocab.fit(inter_items, token_values(items_f[self.item_field]) if items_f is not None else [])
+        n_user_codes, n_item_codes = uvocab.size, ivocab.size
+
+        # side tables
+        text_name = None
+        if items_f is not None:
+            text_name = self._text_column(ityp, item_path)
+            icodes = ivocab.encode(token_values(items_f[self.item_field]))
+            item_side, _ = side_features(items_f, ityp, self.item_field, icodes, n_item_codes, "item",
+                                         item_path, skip=(text_name,) if text_name else ())
+        else:
+            icodes = np.zeros(0, np.int32)
+            item_side = SideFeatures([], {})
+        if users_f is not None:
+            ucodes = uvocab.encode(token_values(users_f[self.user_field]))
+            user_side, _ = side_features(users_f, utypes, self.user_field, ucodes, n_user_codes, "user", user_path)
+        else:
+            user_side = SideFeatures([], {})
+
+        interactions = Interactions(
+            users=uvocab.encode(inter_users), items=ivocab.encode(inter_items),
+            ts=ts.to_numpy().astype(np.int64), labels=labels,
+        )
+        splits = build_rows(interactions, n_item_codes - 1, user_side, item_side, self.split_spec,
+                            self.neg_ratio, self.hist_len, self.seed)
+
+        # items.parquet / users.parquet
+        all_items = np.arange(1, n_item_codes, dtype=np.int32)
+        icols: dict[str, pa.Array] = {"item_id": pa.array(all_items),
+                                      "raw_item_id": pa.array(ivocab.json_values())}
+        for f in item_side.fields:
+            icols[f.name] = item_side.values[f.name].take(pa.array(all_items))
+        fields_text: list[Field] = []
+        if text_name is not None:
+            text = np.full(n_item_codes, "", dtype=object)
+            text[icodes] = items_f[text_name].astype(str).to_numpy()
+            icols["title"] = pa.array(text[1:].tolist(), pa.string())
+            fields_text = [Field("title", "text", side="item")]
+        all_users = np.arange(1, n_user_codes, dtype=np.int32)
+        ucols: dict[str, pa.Array] = {"user_id": pa.array(all_users), "raw_user_id": pa.array(uvocab.json_values())}
+        for f in user_side.fields:
+            ucols[f.name] = user_side.values[f.name].take(pa.array(all_users))
+
+        relations = None
+        kg_path, link_path = _find(src, "kg", False), _find(src, "link", False)
+        if kg_path is not None and link_path is not None:
+            kg, _ = read_atomic(kg_path)
+            link, _ = read_atomic(link_path)
+            require_columns(kg, ["head_id", "relation_id", "tail_id"], kg_path)
+            require_columns(link, [self.item_field, "entity_id"], link_path)
+            lk = pd.DataFrame({"item": ivocab.encode(token_values(link[self.item_field])), "entity": link["entity_id"]})
+            lk = lk[lk.item > 0].drop_duplicates("entity")
+            icols["entity_id"] = pa.array(
+                pd.Series(lk.entity.to_numpy(), index=lk.item.to_numpy()).groupby(level=0).first()
+                .reindex(all_items).fillna("").astype(str).tolist(), pa.string())
+            relations = kg_relations(
+                lk, kg.rename(columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"}),
+                n_item_codes, self.max_neighbors, rng)
+
+        fields = [
+            Field("user_id", "sparse", side="user", vocab_size=n_user_codes),
+            Field("item_id", "sparse", side="item", vocab_size=n_item_codes),
+            *user_side.fields, *item_side.fields,
+            history_field(n_item_codes, self.hist_len), *fields_text,
+        ]
+        schema = Schema(
+            name=src.name, tasks=[CLICK, *labels], fields=fields, meta_columns=["ts"],
+            user_field="user_id", item_field="item_id",
+            source=f"RecBole atomic files in {src.name}: {', '.join(sorted(p.name for p in src.iterdir() if p.is_file()))}",
+            derivation=(
+                f"Every .inter row is a positive (click=1); tasks: "
+                f"{', '.join(f'{r.task}=({r.column}{r.op}{r.value:g})' if isinstance(r.value, float) else f'{r.task}=({r.column}{r.op}{r.value})' for r in self.rules) or 'click only'}. "
+                f"{self.neg_ratio} negatives per positive, distinct items the user never interacted with, "
+                f"with the positive's time and user features. Split '{self.split}'. hist_items: last "
+                f"{self.hist_len} positives strictly before the row's time, most recent last. Ids "
+                f"contiguous from 1 in ascending raw order; 0 = padding/unknown. KG relations: items "
+                f"sharing a tail entity through the same relation (at most {self.max_neighbors} per item "
+                f"and relation), plus direct:<r> for triples linking two items."
+            ),
+            seed=self.seed,
+            provenance={"importer": "recbole", "src": str(src), "options": {
+                "task": list(self.task), "neg_ratio": self.neg_ratio, "split": self.split,
+                "hist_len": self.hist_len, "max_neighbors": self.max_neighbors}},
+        )
+        return DatasetTables(schema, splits, pa.table(icols), pa.table(ucols) if users_f is not None else None,
+                             relations)
+
+    def _text_column(self, types: dict[str, str], where: Path) -> str | None:
+        if self.text_field:
+            if self.text_field not in types:
+                raise DataError.at(where, f"missing column for --text-field; columns are {list(types)}", self.text_field)
+            return self.text_field
+        for name, typ in types.items():
+            if typ in ("token_seq", "token") and any(h in name.lower() for h in TEXT_HINTS) and name != self.item_field:
+                return name
+        return None

@@ -1,0 +1,402 @@
+"""The prepared dataset on disk: read, check and write it atomically.
+
+A prepared dataset is one folder::
+
+    schema.json        what it holds (see rectune.data.schema)
+    train.parquet      one row per impression: row fields, task labels, meta columns (ts)
+    valid.parquet
+    test.parquet
+    items.parquet      item_id, the item-side attributes (codes), the title, text_emb once computed
+    users.parquet      optional: user_id and the user-side attributes (codes)
+    relations.parquet  optional: head_item_id, relation, tail_item_id (the item graph)
+
+It is written into a hidden temporary folder beside the target and renamed into place at the end,
+so an interrupted or failed command never leaves a half dataset behind.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rectune.data.schema import SPLITS, TEXT_EMB_COLUMN, Field, Schema
+from rectune.errors import DataError
+
+ITEMS_FILE = "items.parquet"
+USERS_FILE = "users.parquet"
+RELATIONS_FILE = "relations.parquet"
+SCHEMA_FILE = "schema.json"
+RELATION_COLUMNS = ("head_item_id", "relation", "tail_item_id")
+
+
+# ---------------------------------------------------------------------------------------------
+# checks shared by the reader and the writer
+# ---------------------------------------------------------------------------------------------
+def _missing_column(where: str, name: str, present: list[str], what: str) -> DataError:
+    close = difflib.get_close_matches(name, present, n=1)
+    hint = f" (found '{close[0]}': misspelt?)" if close else ""
+    return DataError.at(where, f"missing {what}{hint}", column=name)
+
+
+def _is_int(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t)
+
+
+def _check_ids(where: str, name: str, arr: pa.ChunkedArray | pa.Array, vocab: int) -> None:
+    if arr.null_count:
+        raise DataError.at(where, f"{arr.null_count} null value(s); expected ids in [0, {vocab})", name)
+    if len(arr) == 0:
+        return
+    mm = pc.min_max(arr)
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    if lo is not None and (lo < 0 or hi >= vocab):
+        bad = lo if lo < 0 else hi
+        raise DataError.at(
+            where, f"id {bad} out of vocabulary range; expected ids in [0, {vocab}) (vocab_size {vocab})", name
+        )
+
+
+def check_column(where: str, table: pa.Table, f: Field) -> None:
+    """One row field of a split: type and value range."""
+    if f.name not in table.column_names:
+        raise _missing_column(where, f.name, table.column_names, f"{f.kind} field")
+    col = table.column(f.name)
+    t = col.type
+    if f.kind == "sparse":
+        if not _is_int(t):
+            raise DataError.at(where, f"type {t}; expected integer ids (sparse field)", f.name)
+        _check_ids(where, f.name, col, f.vocab_size)
+    elif f.kind == "sequence":
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not _is_int(t.value_type):
+            raise DataError.at(where, f"type {t}; expected a list of integer ids (sequence field)", f.name)
+        if col.null_count:
+            raise DataError.at(where, f"{col.null_count} null list(s); expected lists (empty allowed)", f.name)
+        _check_ids(where, f.name, pc.list_flatten(col), f.vocab_size)
+        if len(col):
+            longest = pc.max(pc.list_value_length(col)).as_py() or 0
+            if longest > f.max_len:
+                raise DataError.at(where, f"a list of length {longest}; expected at most max_len {f.max_len}", f.name)
+    elif f.kind == "dense":
+        if not (pa.types.is_floating(t) or _is_int(t)):
+            raise DataError.at(where, f"type {t}; expected numbers (dense field)", f.name)
+        if col.null_count:
+            raise DataError.at(where, f"{col.null_count} null value(s); expected finite numbers", f.name)
+        if pa.types.is_floating(t) and len(col):
+            finite = pc.all(pc.is_finite(col)).as_py()
+            if not finite:
+                raise DataError.at(where, "NaN or infinite value(s); expected finite numbers", f.name)
+
+
+def check_label(where: str, table: pa.Table, task: str) -> None:
+    if task not in table.column_names:
+        raise _missing_column(where, task, table.column_names, "task label")
+    col = table.column(task)
+    if not (_is_int(col.type) or pa.types.is_boolean(col.type)):
+        raise DataError.at(where, f"type {col.type}; expected 0/1 integer labels", task)
+    if col.null_count:
+        raise DataError.at(where, f"{col.null_count} null label(s); expected labels in {{0, 1}}", task)
+    if len(col) and not pa.types.is_boolean(col.type):
+        mm = pc.min_max(col)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        if lo < 0 or hi > 1:
+            raise DataError.at(where, f"label {lo if lo < 0 else hi}; expected labels in {{0, 1}}", task)
+
+
+def check_split(where: str, table: pa.Table, schema: Schema) -> None:
+    if table.num_rows == 0:
+        raise DataError.at(where, "empty split; expected at least one row")
+    for f in schema.row_fields:
+        check_column(where, table, f)
+    for task in schema.tasks:
+        check_label(where, table, task)
+    for meta in schema.meta_columns:
+        if meta not in table.column_names:
+            raise _missing_column(where, meta, table.column_names, "meta column")
+    for child, parent in schema.task_parents.items():
+        bad = pc.sum(pc.and_(pc.equal(table.column(child), 1), pc.equal(table.column(parent), 0))).as_py()
+        if bad:
+            raise DataError.at(
+                where, f"{bad} row(s) with {child}=1 but {parent}=0; expected {child} only after {parent}", child
+            )
+
+
+def check_items(where: str, items: pa.Table, schema: Schema) -> None:
+    if "item_id" not in items.column_names:
+        raise _missing_column(where, "item_id", items.column_names, "item id")
+    if schema.item_field is not None:
+        vocab = schema.field(schema.item_field).vocab_size
+        _check_ids(where, "item_id", items.column("item_id"), vocab)
+    ids = items.column("item_id").to_numpy()
+    if len(np.unique(ids)) != len(ids):
+        raise DataError.at(where, "duplicate item ids; expected one row per item", "item_id")
+    text = schema.text_field
+    if text is not None and text.name not in items.column_names:
+        raise _missing_column(where, text.name, items.column_names, "text field")
+    if TEXT_EMB_COLUMN in items.column_names:
+        col = items.column(TEXT_EMB_COLUMN)
+        if not (pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type)):
+            raise DataError.at(where, f"type {col.type}; expected a list of floats per item", TEXT_EMB_COLUMN)
+
+
+def check_relations(where: str, rel: pa.Table, schema: Schema) -> None:
+    for c in RELATION_COLUMNS:
+        if c not in rel.column_names:
+            raise _missing_column(where, c, rel.column_names, "relation column")
+    if schema.item_field is not None:
+        vocab = schema.field(schema.item_field).vocab_size
+        for c in ("head_item_id", "tail_item_id"):
+            _check_ids(where, c, rel.column(c), vocab)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PreparedDataset:
+    """A prepared dataset folder. Nothing is read until asked for."""
+
+    path: Path
+    schema: Schema
+
+    @classmethod
+    def open(cls, path: str | Path) -> "PreparedDataset":
+        path = Path(path)
+        if not path.is_dir():
+            raise DataError.at(path, "not a folder; expected a prepared dataset (schema.json and Parquet splits)")
+        schema = Schema.load(path / SCHEMA_FILE)
+        ds = cls(path, schema)
+        for split in SPLITS:
+            if not ds.split_path(split).is_file():
+                raise DataError.at(ds.split_path(split), f"missing file: expected the {split} split")
+        if not (path / ITEMS_FILE).is_file():
+            raise DataError.at(path / ITEMS_FILE, "missing file: expected the item table")
+        return ds
+
+    def split_path(self, split: str) -> Path:
+        return self.path / f"{split}.parquet"
+
+    def _read(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+        try:
+            return pq.read_table(path, columns=columns)
+        except FileNotFoundError:
+            raise DataError.at(path, "missing file") from None
+        except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
+            msg = str(exc).splitlines()[0]
+            if columns is not None:
+                try:
+                    present = pq.read_schema(path).names
+                except (pa.ArrowInvalid, OSError):
+                    present = None
+                for c in columns if present is not None else []:
+                    if c not in present:
+                        raise _missing_column(str(path), c, present, "column") from None
+            raise DataError.at(path, f"unreadable Parquet file ({msg})") from None
+
+    def read_split(self, split: str, columns: list[str] | None = None) -> pa.Table:
+        if split not in SPLITS:
+            raise DataError(f"unknown split '{split}'; expected one of {list(SPLITS)}")
+        return self._read(self.split_path(split), columns)
+
+    def items(self, columns: list[str] | None = None) -> pa.Table:
+        return self._read(self.path / ITEMS_FILE, columns)
+
+    def users(self) -> pa.Table | None:
+        p = self.path / USERS_FILE
+        return self._read(p) if p.is_file() else None
+
+    def relations(self) -> pa.Table | None:
+        p = self.path / RELATIONS_FILE
+        return self._read(p) if p.is_file() else None
+
+    def item_attribute_column(self, field: str, items: pa.Table) -> str:
+        """The items.parquet column holding the codes of item-side field ``field``.
+
+        rectune writes it under the field's name; the benchmark tables sometimes keep the raw
+        value there and the codes in ``<field>_code``.
+        """
+        if f"{field}_code" in items.column_names:
+            return f"{field}_code"
+        if field in items.column_names:
+            return field
+        raise _missing_column(str(self.path / ITEMS_FILE), field, items.column_names, "item attribute")
+
+    def validate(self) -> None:
+        """Read every file and check it against the schema; raise a one-line DataError if wrong."""
+        for split in SPLITS:
+            table = self.read_split(split)
+            check_split(str(self.split_path(split)), table, self.schema)
+            expected = self.schema.rows.get(split)
+            if expected is not None and expected != table.num_rows:
+                raise DataError.at(
+                    self.path / SCHEMA_FILE,
+                    f"rows.{split} is {expected} but {self.split_path(split).name} has {table.num_rows} rows",
+                )
+        check_items(str(self.path / ITEMS_FILE), self.items(), self.schema)
+        rel = self.relations()
+        if rel is not None:
+            check_relations(str(self.path / RELATIONS_FILE), rel, self.schema)
+
+
+def open_dataset(path: str | Path, validate: bool = False) -> PreparedDataset:
+    ds = PreparedDataset.open(path)
+    if validate:
+        ds.validate()
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def split_stats(table: pa.Table, schema: Schema) -> dict:
+    stats: dict = {"rows": table.num_rows}
+    for task in schema.tasks:
+        stats[f"{task}_rate"] = round(float(pc.mean(table.column(task).cast(pa.float64())).as_py()), 6)
+    if "ts" in table.column_names:
+        mm = pc.min_max(table.column("ts"))
+        stats["ts_min"], stats["ts_max"] = mm["min"].as_py(), mm["max"].as_py()
+    for f in schema.row_fields:
+        if f.kind == "sequence":
+            stats[f"mean_{f.name}_len"] = round(
+                float(pc.mean(pc.list_value_length(table.column(f.name))).as_py() or 0.0), 3
+            )
+    return stats
+
+
+def dense_stats(train: pa.Table, schema: Schema) -> list[Field]:
+    """The schema's fields with ``stats`` (mean, std over train) filled for dense fields."""
+    out = []
+    for f in schema.fields:
+        if f.kind == "dense":
+            x = train.column(f.name).to_numpy().astype(np.float64)
+            f = Field(**{**f.to_json(), "stats": {"mean": float(x.mean()), "std": float(x.std())}})
+        out.append(f)
+    return out
+
+
+@contextmanager
+def atomic_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out`` that becomes ``out`` only if the block succeeds.
+
+    On any error or interruption the temporary folder is removed and ``out`` is untouched.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError.at(out, "already exists; choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_output_free(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse early, before any work, to write over an existing folder."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError.at(out, "already exists; choose another --out or pass --overwrite")
+
+
+@dataclass
+class DatasetTables:
+    """A prepared dataset in memory, as importers and the generator build it."""
+
+    schema: Schema
+    splits: dict[str, pa.Table]
+    items: pa.Table
+    users: pa.Table | None = None
+    relations: pa.Table | None = None
+
+    def write(self, out: str | Path, overwrite: bool = False) -> "PreparedDataset":
+        return write_dataset(
+            out, self.schema, self.splits, self.items, self.users, self.relations, overwrite=overwrite
+        )
+
+
+def write_dataset(
+    out: str | Path,
+    schema: Schema,
+    splits: dict[str, pa.Table],
+    items: pa.Table,
+    users: pa.Table | None = None,
+    relations: pa.Table | None = None,
+    overwrite: bool = False,
+) -> PreparedDataset:
+    """Check everything in memory, then write the dataset atomically. Fills row counts and stats."""
+    out = Path(out)
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+        raise DataError.at(out, f"no {missing[0]} split to write")
+    schema.rows = {s: splits[s].num_rows for s in SPLITS}
+    schema.fields = dense_stats(splits["train"], schema)
+    schema.check(out / SCHEMA_FILE)
+    for s in SPLITS:
+        check_split(f"{out / (s + '.parquet')}", splits[s], schema)
+    check_items(str(out / ITEMS_FILE), items, schema)
+    schema.split_stats = {s: split_stats(splits[s], schema) for s in SPLITS}
+    schema.items = {**(schema.items or {}), "file": ITEMS_FILE, "rows": items.num_rows}
+    if users is not None:
+        schema.users = {**(schema.users or {}), "file": USERS_FILE, "rows": users.num_rows}
+    if relations is not None:
+        check_relations(str(out / RELATIONS_FILE), relations, schema)
+        counts = pc.value_counts(relations.column("relation")).to_pylist()
+        schema.relations = {
+            **(schema.relations or {}),
+            "file": RELATIONS_FILE,
+            "rows": relations.num_rows,
+            "per_relation": {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])},
+        }
+    if schema.user_field is not None:
+        schema.n_users = schema.field(schema.user_field).vocab_size - 1
+    if schema.item_field is not None:
+        schema.n_items = schema.field(schema.item_field).vocab_size - 1
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        for s in SPLITS:
+            pq.write_table(splits[s], tmp / f"{s}.parquet")
+        pq.write_table(items, tmp / ITEMS_FILE)
+        if users is not None:
+            pq.write_table(users, tmp / USERS_FILE)
+        if relations is not None:
+            pq.write_table(relations, tmp / RELATIONS_FILE)
+        (tmp / SCHEMA_FILE).write_text(schema.dumps() + "\n", encoding="utf-8")
+    return PreparedDataset(out, schema)
+
+
+def replace_files(ds: PreparedDataset, schema: Schema, tables: dict[str, pa.Table]) -> PreparedDataset:
+    """Atomically replace some files of an existing dataset (and its schema).
+
+    The dataset is re-linked (hard links, no copy) into a temporary folder, the new files are
+    written there, and the folder is swapped in: readers never see a mix of old and new.
+    """
+    out = ds.path
+    with atomic_folder(out, overwrite=True) as tmp:
+        for child in out.iterdir():
+            if child.is_file() and child.name not in tables and child.name != SCHEMA_FILE:
+                try:
+                    os.link(child, tmp / child.name)
+                except OSError:
+                    shutil.copy2(child, tmp / child.name)
+        for name, table in tables.items():
+            pq.write_table(table, tmp / name)
+        (tmp / SCHEMA_FILE).write_text(schema.dumps() + "\n", encoding="utf-8")
+    return PreparedDataset(out, schema)
