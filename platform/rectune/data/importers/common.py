@@ -157,28 +157,36 @@ class SplitSpec:
 # ---------------------------------------------------------------------------------------------
 # behaviour history and negatives
 # ---------------------------------------------------------------------------------------------
-def history(users: np.ndarray, ts: np.ndarray, order: np.ndarray, items: np.ndarray, max_len: int) -> pa.ListArray:
-    """For each positive: the user's last ``max_len`` positive items strictly before its time.
+def history_at(
+    ev_users: np.ndarray, ev_ts: np.ndarray, ev_order: np.ndarray, ev_items: np.ndarray,
+    q_users: np.ndarray, q_ts: np.ndarray, max_len: int,
+) -> pa.ListArray:
+    """For each query (user, time): the user's last ``max_len`` event items strictly before that time.
 
-    Most recent last; ties in time are excluded (same-time items are not "before").
+    Events are the behaviour (clicked or bought items); most recent last; events at the same time
+    as the query are not "before" it. Vectorised: one sort and two binary searches.
     """
-    n = len(users)
-    by = np.lexsort((order, ts, users))
-    u, t, it = users[by].astype(np.int64), ts[by].astype(np.int64), items[by].astype(np.int32)
-    tmin = t.min() if n else 0
-    key = u * (int(t.max() - tmin) + 2 if n else 1) + (t - tmin)
-    first_same = np.searchsorted(key, key, side="left")  # first positive of this user at this time
-    user_start = np.searchsorted(u, u, side="left")
-    lo = np.maximum(user_start, first_same - max_len)
-    lengths = (first_same - lo).astype(np.int64)
-    offsets = np.zeros(n + 1, dtype=np.int64)
+    by = np.lexsort((ev_order, ev_ts, ev_users))
+    u, t, it = ev_users[by].astype(np.int64), ev_ts[by].astype(np.int64), ev_items[by].astype(np.int32)
+    qu, qt = q_users.astype(np.int64), q_ts.astype(np.int64)
+    if len(t) == 0:
+        return pa.array([[] for _ in range(len(qu))], pa.list_(pa.int32()))
+    tmin = min(int(t.min()), int(qt.min()) if len(qt) else 0)
+    span = max(int(t.max()), int(qt.max()) if len(qt) else 0) - tmin + 2
+    key = u * span + (t - tmin)
+    end = np.searchsorted(key, qu * span + (qt - tmin), side="left")  # first event at or after q time
+    start = np.searchsorted(key, qu * span, side="left")  # first event of the user
+    lo = np.maximum(start, end - max_len)
+    lengths = (end - lo).astype(np.int64)
+    offsets = np.zeros(len(qu) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     values = it[np.repeat(lo, lengths) + (np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths))]
-    # back to the input order
-    inv = np.empty(n, dtype=np.int64)
-    inv[by] = np.arange(n)
-    sorted_lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.int32()))
-    return sorted_lists.take(pa.array(inv))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.int32()))
+
+
+def history(users: np.ndarray, ts: np.ndarray, order: np.ndarray, items: np.ndarray, max_len: int) -> pa.ListArray:
+    """For each positive: the user's last ``max_len`` positive items strictly before its time."""
+    return history_at(users, ts, order, items, users, ts, max_len)
 
 
 def sample_negatives(
