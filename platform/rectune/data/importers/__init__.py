@@ -31,4 +31,4 @@ def run_import(name: str, src: str | Path, out: str | Path, overwrite: bool = Fa
 
 
 # register the built-in importers
-from rectune.data.importers import recbole, rechorus  # noqa: E402,F401
+from rectune.data.importers import csv_mtl, recbole, rechorus  # noqa: E402,F401
