@@ -1,0 +1,100 @@
+"""The rectune command: every --help explains itself; errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+
+from rectune.cli import main
+from tests.conftest import run_cli, shared_path
+
+
+def _all_commands(group: click.Group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(cmd, click.Group):
+            yield from _all_commands(cmd, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [(), *_all_commands(main)], ids=lambda p: " ".join(p) or "rectune")
+def test_every_command_has_help(path):
+    r = run_cli(*path, "--help")
+    assert r.exit_code == 0
+    assert "Usage:" in r.output and len(r.output.splitlines()) > 4
+
+
+def test_importers_are_listed_from_the_registry():
+    from rectune.data.importers import IMPORTERS
+
+    out = run_cli("data", "import", "--help").output
+    for name in IMPORTERS.names():
+        assert name in out
+    assert set(IMPORTERS.names()) >= {"recbole", "rechorus", "aliccp", "aliexpress"}
+
+
+def test_synth_describe_validate(tmp_path):
+    out = tmp_path / "w"
+    r = run_cli("data", "synth", "--out", out, "--users", 50, "--items", 40, "--rows", 2000, "--seed", 1)
+    assert r.exit_code == 0, r.output
+    r = run_cli("data", "describe", out, "--json")
+    desc = json.loads(r.output)
+    assert desc["splits"]["train"]["rows"] == 1600
+    assert set(desc["cold_items"]) == {"test_rows_cold_share", "test_positives_cold_share", "items_cold_share"}
+    assert desc["relations"]["per_relation"]["same_brand"] > 0
+    r = run_cli("data", "describe", out)
+    assert "conversion rate" in r.output and "cold items" in r.output
+    assert run_cli("data", "validate", out).exit_code == 0
+    # an existing --out is refused, and left as it was
+    before = (out / "schema.json").read_text()
+    r = run_cli("data", "synth", "--out", out, "--rows", 1000)
+    assert r.exit_code == 2 and "already exists" in r.stderr
+    assert (out / "schema.json").read_text() == before
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path):
+    r = run_cli("data", "describe", tmp_path / "nowhere")
+    assert r.exit_code == 2
+    assert r.stderr.count("\n") == 1 and "nowhere: not a folder" in r.stderr
+    r = run_cli("data", "import", "recbole", tmp_path, "--out", tmp_path / "o", "--task", "like=rating>>4")
+    assert r.exit_code == 2 and "--task 'like=rating>>4'" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_import_through_the_cli(tmp_path):
+    src = shared_path("data", "ml-100k")
+    r = run_cli("data", "import", "recbole", src, "--out", tmp_path / "ml", "--task", "like=rating>=4",
+                "--neg-ratio", 2, "--split", "time:0.7,0.15,0.15")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "ml" / "schema.json").read_text())
+    assert meta["tasks"] == ["click", "like"]
+    assert sum(meta["rows"].values()) == 100_000 * 3
+    assert meta["provenance"]["options"]["split"] == "time:0.7,0.15,0.15"
+
+
+def test_console_script_and_fast_help():
+    """The installed entry point works, and --help imports neither torch nor ray."""
+    code = ("import sys; from rectune.cli import main; "
+            "sys.argv=['rectune','--help'];\ntry: main()\nexcept SystemExit: pass\n"
+            "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import at --help'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "quickstart" in r.stdout
+
+
+def test_quickstart(tmp_path):
+    r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "qs" / "data" / "schema.json").is_file()
+    assert "cold items" in r.output
+    r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000)
+    assert "reusing" in r.output
+
+
+def test_bench_synth_prints_its_figure():
+    r = run_cli("bench", "synth", "--rows", 5000, "--users", 100, "--items", 100)
+    assert r.exit_code == 0, r.output
+    assert "rows/s" in r.output and "5,000 rows" in r.output
