@@ -16,11 +16,11 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from rectune.data.importers import IMPORTERS, Importer
-from rectune.data.importers.common import SplitSpec, TaskRule, Vocab, read_delimited, require_columns
-from rectune.data.importers.implicit import CLICK, Interactions, SideFeatures, build_rows, history_field
+from rectune.data.importers import IMPORTERS
+from rectune.data.importers.common import TaskRule, Vocab, read_delimited, require_columns
+from rectune.data.importers.implicit import CLICK, ImplicitImporter, Interactions, SideFeatures
 from rectune.data.prepared import DatasetTables
-from rectune.data.schema import Field, Schema
+from rectune.data.schema import Field
 from rectune.errors import ConfigError, DataError
 
 TYPES = ("token", "token_seq", "float", "float_seq")
@@ -168,29 +168,20 @@ def _find(src: Path, ext: str, required: bool) -> Path | None:
 
 @IMPORTERS.register("recbole")
 @dataclass
-class RecBoleImporter(Importer):
+class RecBoleImporter(ImplicitImporter):
     """RecBole atomic files (.inter, .user, .item, .kg, .link) in a folder."""
 
     task: tuple[str, ...] = field(default=(), metadata={
         "help": "extra binary task from an .inter column, NAME=COLUMN<op>VALUE (e.g. like=rating>=4); repeatable"})
-    neg_ratio: int = field(default=4, metadata={"help": "sampled negatives per interaction"})
-    split: str = field(default="time:0.8,0.1,0.1", metadata={
-        "help": "'time:TRAIN,VALID,TEST' (global by time) or 'loo' (per user, leave-last-out)"})
-    hist_len: int = field(default=20, metadata={"help": "length of the behaviour history (hist_items)"})
     text_field: str = field(default="", metadata={
         "help": "token_seq column of .item that is the item's text (default: one named like title/name)"})
-    max_neighbors: int = field(default=50, metadata={"help": "knowledge-graph neighbours kept per item and relation"})
     user_field: str = field(default="user_id", metadata={"help": "user id column"})
     item_field: str = field(default="item_id", metadata={"help": "item id column"})
     time_field: str = field(default="timestamp", metadata={"help": "time column of .inter"})
-    seed: int = field(default=2026, metadata={"help": "seed of the negative sampling and tie-breaking"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.rules = [TaskRule.parse(t) for t in self.task]
-        self.split_spec = SplitSpec.parse(self.split)
-        for name in ("neg_ratio", "hist_len", "max_neighbors"):
-            if getattr(self, name) < (0 if name == "neg_ratio" else 1):
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
         names = [r.task for r in self.rules]
         if CLICK in names or len(set(names)) != len(names):
             raise ConfigError(f"--task: task names must be distinct and not '{CLICK}' (the implicit task)")
@@ -241,8 +232,7 @@ class RecBoleImporter(Importer):
             users=uvocab.encode(inter_users), items=ivocab.encode(inter_items),
             ts=ts.to_numpy().astype(np.int64), labels=labels,
         )
-        splits = build_rows(interactions, n_item_codes - 1, user_side, item_side, self.split_spec,
-                            self.neg_ratio, self.hist_len, self.seed)
+        splits = self.rows(interactions, n_item_codes, user_side, item_side)
 
         # items.parquet / users.parquet
         all_items = np.arange(1, n_item_codes, dtype=np.int32)
@@ -277,30 +267,16 @@ class RecBoleImporter(Importer):
                 lk, kg.rename(columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"}),
                 n_item_codes, self.max_neighbors, rng)
 
-        fields = [
-            Field("user_id", "sparse", side="user", vocab_size=n_user_codes),
-            Field("item_id", "sparse", side="item", vocab_size=n_item_codes),
-            *user_side.fields, *item_side.fields,
-            history_field(n_item_codes, self.hist_len), *fields_text,
-        ]
-        schema = Schema(
-            name=src.name, tasks=[CLICK, *labels], fields=fields, meta_columns=["ts"],
-            user_field="user_id", item_field="item_id",
-            source=f"RecBole atomic files in {src.name}: {', '.join(sorted(p.name for p in src.iterdir() if p.is_file()))}",
-            derivation=(
-                f"Every .inter row is a positive (click=1); tasks: "
-                f"{', '.join(f'{r.task}=({r.column}{r.op}{r.value:g})' if isinstance(r.value, float) else f'{r.task}=({r.column}{r.op}{r.value})' for r in self.rules) or 'click only'}. "
-                f"{self.neg_ratio} negatives per positive, distinct items the user never interacted with, "
-                f"with the positive's time and user features. Split '{self.split}'. hist_items: last "
-                f"{self.hist_len} positives strictly before the row's time, most recent last. Ids "
-                f"contiguous from 1 in ascending raw order; 0 = padding/unknown. KG relations: items "
-                f"sharing a tail entity through the same relation (at most {self.max_neighbors} per item "
-                f"and relation), plus direct:<r> for triples linking two items."
-            ),
-            seed=self.seed,
-            provenance={"importer": "recbole", "src": str(src), "options": {
-                "task": list(self.task), "neg_ratio": self.neg_ratio, "split": self.split,
-                "hist_len": self.hist_len, "max_neighbors": self.max_neighbors}},
+        rules = ", ".join(f"{r.task}=({r.column}{r.op}{r.value:g})" if isinstance(r.value, float)
+                          else f"{r.task}=({r.column}{r.op}{r.value})" for r in self.rules)
+        schema = self.schema(
+            src, "RecBole", [CLICK, *labels], n_user_codes, n_item_codes,
+            [*user_side.fields, *item_side.fields, *fields_text],
+            tasks_text=f"tasks from .inter columns: {rules or 'click only'}",
+            relations_text=(f"items sharing a KG tail entity through the same relation (at most "
+                            f"{self.max_neighbors} per item and relation, most shared tails first), plus "
+                            f"direct:<r> for triples linking two items."),
+            options={"task": list(self.task), "text_field": self.text_field},
         )
         return DatasetTables(schema, splits, pa.table(icols), pa.table(ucols) if users_f is not None else None,
                              relations)

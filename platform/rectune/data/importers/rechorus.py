@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rectune.data.importers import IMPORTERS, Importer
-from rectune.data.importers.common import SplitSpec, Vocab, numeric_column, read_delimited, require_columns
-from rectune.data.importers.implicit import CLICK, Interactions, SideFeatures, build_rows, history_field
+from rectune.data.importers import IMPORTERS
+from rectune.data.importers.common import Vocab, numeric_column, read_delimited, require_columns
+from rectune.data.importers.implicit import CLICK, ImplicitImporter, Interactions, SideFeatures
 from rectune.data.prepared import DatasetTables
-from rectune.data.schema import Field, Schema
-from rectune.errors import ConfigError, DataError
+from rectune.data.schema import Field
+from rectune.errors import DataError
 
 INTER_FILES = ("train.csv", "dev.csv", "test.csv")
 _LIST = re.compile(r"^\s*\[\s*([-\d\s,]*)\]\s*$")
@@ -38,20 +38,11 @@ def parse_id_list(cell: object, where: Path, column: str, row: int) -> list[int]
 
 @IMPORTERS.register("rechorus")
 @dataclass
-class ReChorusImporter(Importer):
+class ReChorusImporter(ImplicitImporter):
     """ReChorus folder: train.csv (+ dev.csv, test.csv) and item_meta.csv with r_* relations."""
 
-    neg_ratio: int = field(default=4, metadata={"help": "sampled negatives per interaction"})
     split: str = field(default="loo", metadata={
         "help": "'loo' (per user, leave-last-out) or 'time:TRAIN,VALID,TEST' (global by time)"})
-    hist_len: int = field(default=20, metadata={"help": "length of the behaviour history (hist_items)"})
-    max_neighbors: int = field(default=50, metadata={"help": "related items kept per item and relation"})
-    seed: int = field(default=2026, metadata={"help": "seed of the negative sampling"})
-
-    def __post_init__(self) -> None:
-        self.split_spec = SplitSpec.parse(self.split)
-        if self.neg_ratio < 0 or self.hist_len < 1 or self.max_neighbors < 1:
-            raise ConfigError("--neg-ratio must be >= 0, --hist-len and --max-neighbors >= 1")
 
     def build(self, src: Path) -> DatasetTables:
         if not src.is_dir():
@@ -130,28 +121,12 @@ class ReChorusImporter(Importer):
             users=uvocab.encode(inter.user.to_numpy()), items=ivocab.encode(inter.item.to_numpy()),
             ts=inter.time.to_numpy(np.int64),
         )
-        splits = build_rows(interactions, n_item_codes - 1, SideFeatures([], {}), SideFeatures(item_fields, item_values),
-                            self.split_spec, self.neg_ratio, self.hist_len, self.seed)
-        fields = [
-            Field("user_id", "sparse", side="user", vocab_size=uvocab.size),
-            Field("item_id", "sparse", side="item", vocab_size=n_item_codes),
-            *item_fields,
-            history_field(n_item_codes, self.hist_len),
-        ]
-        schema = Schema(
-            name=src.name, tasks=[CLICK], fields=fields, meta_columns=["ts"],
-            user_field="user_id", item_field="item_id",
-            source=f"ReChorus folder {src.name}: {', '.join(sorted(p.name for p in src.iterdir() if p.is_file()))}",
-            derivation=(
-                f"Every interaction is a positive (click=1) with {self.neg_ratio} negatives, distinct items "
-                f"the user never interacted with, at the positive's time. Split '{self.split}'. hist_items: "
-                f"last {self.hist_len} positives strictly before the row's time, most recent last. Ids "
-                f"contiguous from 1 in ascending raw order; 0 = padding/unknown. Relations: head -> each "
-                f"id of its r_* list, order kept, self-loops and duplicates dropped, first {self.max_neighbors}."
-            ),
-            seed=self.seed,
-            provenance={"importer": "rechorus", "src": str(src), "options": {
-                "neg_ratio": self.neg_ratio, "split": self.split, "hist_len": self.hist_len,
-                "max_neighbors": self.max_neighbors}},
+        splits = self.rows(interactions, n_item_codes, SideFeatures([], {}), SideFeatures(item_fields, item_values))
+        schema = self.schema(
+            src, "ReChorus", [CLICK], uvocab.size, n_item_codes, item_fields,
+            tasks_text="click only",
+            relations_text=(f"head -> each id of its r_* list in item_meta.csv, order kept, self-loops and "
+                            f"duplicates dropped, first {self.max_neighbors}."),
+            options={},
         )
         return DatasetTables(schema, splits, pa.table(icols), None, relations)
