@@ -98,3 +98,16 @@ def test_bench_synth_prints_its_figure():
     r = run_cli("bench", "synth", "--rows", 5000, "--users", 100, "--items", 100)
     assert r.exit_code == 0, r.output
     assert "rows/s" in r.output and "5,000 rows" in r.output
+
+
+def test_augment_preview_and_bad_keys(small_world):
+    r = run_cli("augment", "preview", small_world, "--set", "augment.mask.prob=0.5", "--rows", 2)
+    assert r.exit_code == 0, r.output
+    assert "augmenters on: mask" in r.output and "item_id" in r.output
+    r = run_cli("augment", "preview", small_world, "--set", "augment.mask.prob=1.5")
+    assert r.exit_code == 2 and "augment.mask.prob: 1.5 is out of range" in r.stderr
+    r = run_cli("augment", "preview", small_world, "--set", "augment.mask.prb=0.5")
+    assert r.exit_code == 2 and "did you mean 'augment.mask.prob'" in r.stderr
+    r = run_cli("augment", "preview", small_world, "--set", "augment.mask.prob")
+    assert r.exit_code == 2 and "expected KEY=VALUE" in r.stderr
+    assert "augment.neighbor.rate" in run_cli("augment", "keys").output

@@ -34,6 +34,7 @@ def main() -> None:
     \b
     Start with:   rectune quickstart
     Data:         rectune data --help
+    Augmentation: rectune augment --help
     Benchmarks:   rectune bench --help
     """
 
@@ -173,6 +174,49 @@ def data_validate(dataset: Path) -> None:
 
     ds = open_dataset(dataset, validate=True)
     click.echo(f"{dataset}: valid ({', '.join(f'{k} {v:,}' for k, v in ds.schema.rows.items())} rows)")
+
+
+# ---------------------------------------------------------------------------------------------
+@main.group(cls=Group, context_settings=CONTEXT)
+def augment() -> None:
+    """Sample augmentation: see what the augmenters do to a dataset.
+
+    Every augmenter's parameters are config keys augment.<name>.<param> (the same names in
+    search spaces, --set and results tables); `rectune augment keys` lists them.
+    """
+
+
+SET = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                   help="a config value, e.g. --set augment.mask.prob=0.3 (repeatable)")
+
+
+@augment.command("preview", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@SET
+@click.option("--rows", default=5, show_default=True, type=click.IntRange(min=1), help="rows to show")
+@click.option("--epoch", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+def augment_preview(dataset: Path, sets: tuple[str, ...], rows: int, epoch: int, seed: int) -> None:
+    """Print a few training rows before and after augmentation (changed values highlighted)."""
+    from rectune.augment.preview import preview
+    from rectune.config import parse_sets
+
+    preview(dataset, parse_sets(sets), rows=rows, epoch=epoch, seed=seed)
+
+
+@augment.command("keys", context_settings=CONTEXT)
+def augment_keys() -> None:
+    """List every augment.* key with its default and meaning."""
+    import dataclasses
+
+    from rectune.augment import AUGMENTERS
+
+    for name, cls in AUGMENTERS.items():
+        where = " (applied in the training step)" if cls.in_model else ""
+        click.echo(f"{name}{where}")
+        for f in dataclasses.fields(cls.Params):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            click.echo(f"  augment.{name}.{f.name} = {default!r}  {f.metadata.get('help', '')}")
 
 
 # ---------------------------------------------------------------------------------------------

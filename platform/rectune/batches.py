@@ -1,0 +1,68 @@
+"""The in-memory batch every stage after the dataset works on: a dict of numpy arrays.
+
+- sparse fields: ``int32[n]``;
+- sequence fields: ``int32[n, max_len]``, right-aligned (most recent last), 0-padded on the left;
+- dense fields: ``float32[n]``;
+- task labels: ``float32[n]``;
+- ``ROW_ID``: ``int64[n]``, the row's index in its split (stable across epochs; it keys the
+  per-row randomness of the augmenters).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rectune.data.schema import Schema
+
+ROW_ID = "_row"
+Batch = dict[str, np.ndarray]
+
+
+def pad_sequences(col: pa.ChunkedArray | pa.Array, max_len: int) -> np.ndarray:
+    """list<int> -> int32[n, max_len], right-aligned, keeping the last ``max_len`` elements."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(col)
+    lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.int32)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    out = np.zeros((n, max_len), np.int32)
+    keep = np.minimum(lengths, max_len)
+    total = int(keep.sum())
+    rows = np.repeat(np.arange(n), keep)
+    # position within the kept tail, and the column it lands in (right-aligned)
+    within = np.arange(total) - np.repeat(np.cumsum(keep) - keep, keep)
+    src = np.repeat(offsets[1:] - keep, keep) + within
+    cols = np.repeat(max_len - keep, keep) + within
+    out[rows, cols] = values[src]
+    return out
+
+
+def table_to_batch(table: pa.Table, schema: Schema, first_row: int = 0) -> Batch:
+    batch: Batch = {}
+    for f in schema.row_fields:
+        if f.name not in table.column_names:
+            continue
+        col = table.column(f.name)
+        if f.kind == "sparse":
+            batch[f.name] = col.to_numpy().astype(np.int32)
+        elif f.kind == "sequence":
+            batch[f.name] = pad_sequences(col, f.max_len)
+        elif f.kind == "dense":
+            batch[f.name] = col.to_numpy().astype(np.float32)
+    for task in schema.tasks:
+        if task in table.column_names:
+            batch[task] = table.column(task).to_numpy().astype(np.float32)
+    batch[ROW_ID] = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
+    return batch
+
+
+def sequence_lengths(seq: np.ndarray) -> np.ndarray:
+    """Lengths of right-aligned sequences: from the first non-zero id to the end (0 = padding;
+    a masked id inside a sequence is 0 too but does not shorten it)."""
+    nonzero = seq != 0
+    first = np.argmax(nonzero, axis=1)
+    return np.where(nonzero.any(axis=1), seq.shape[1] - first, 0)
