@@ -372,7 +372,8 @@ def write_dataset(
         schema.n_items = schema.field(schema.item_field).vocab_size - 1
     with atomic_folder(out, overwrite=overwrite) as tmp:
         for s in SPLITS:
-            pq.write_table(splits[s], tmp / f"{s}.parquet")
+            # row groups of 64k rows let Ray Data read one split with several tasks
+            pq.write_table(splits[s], tmp / f"{s}.parquet", row_group_size=65536)
         pq.write_table(items, tmp / ITEMS_FILE)
         if users is not None:
             pq.write_table(users, tmp / USERS_FILE)
