@@ -237,6 +237,28 @@ def bench_synth(rows: int, users: int, items: int, repeat: int) -> None:
     run(rows=rows, users=users, items=items, repeat=repeat)
 
 
+@bench.command("augment", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@SET
+@click.option("--batch-size", default=8192, show_default=True, type=click.IntRange(min=64))
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1), help="epochs timed (best kept)")
+@click.option("--cpus", default="1,2", show_default=True, help="CPU counts to give Ray, comma-separated")
+def bench_augment(dataset: Path, sets: tuple[str, ...], batch_size: int, repeat: int, cpus: str) -> None:
+    """Augmentation rows/s through Ray Data (1 and 2 CPUs) against numpy in one process.
+
+    Default plan: --set augment.noise.std=0.1 --set augment.mask.prob=0.2.
+    """
+    from rectune.bench.augment import run
+    from rectune.config import parse_sets
+    from rectune.errors import ConfigError
+
+    try:
+        counts = tuple(int(c) for c in cpus.split(","))
+    except ValueError:
+        raise ConfigError(f"--cpus '{cpus}': expected comma-separated integers such as 1,2") from None
+    run(dataset, parse_sets(sets) or None, batch_size=batch_size, repeat=repeat, cpus=counts)
+
+
 # ---------------------------------------------------------------------------------------------
 @main.command("quickstart", context_settings=CONTEXT)
 @click.option("--dir", "workdir", default=Path("rectune-quickstart"), show_default=True,
