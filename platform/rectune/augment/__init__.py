@@ -49,6 +49,16 @@ class Augmenter:
     def key(self, param: str) -> str:
         return f"augment.{self.name}.{param}"
 
+    def pick_fields(self, param: str, kind: str, names: list[str]) -> list[str]:
+        """``names`` checked to be fields of ``kind``; all fields of that kind when empty."""
+        from rectune.errors import ConfigError
+
+        valid = self.context.schema.field_names(kind=kind)
+        for n in names:
+            if n not in valid:
+                raise ConfigError(f"{self.key(param)}: '{n}' is not a {kind} field; {kind} fields: {valid}")
+        return list(names) or valid
+
 
 def register(cls: type[Augmenter]) -> type[Augmenter]:
     return AUGMENTERS.register(cls.name)(cls)

@@ -33,12 +33,8 @@ class Mask(Augmenter):
     def __init__(self, params, context):
         super().__init__(params, context)
         schema = context.schema
-        sparse = schema.field_names(kind="sparse")
         if params.fields:
-            for n in params.fields:
-                if n not in sparse:
-                    raise ConfigError(f"{self.key('fields')}: '{n}' is not a sparse field; sparse fields: {sparse}")
-            self.fields = list(params.fields)
+            self.fields = self.pick_fields("fields", "sparse", params.fields)
         else:
             self.fields = [f.name for f in schema.fields if f.kind == "sparse" and f.side in params.groups]
         if not self.fields:

@@ -29,11 +29,7 @@ class Noise(Augmenter):
     def __init__(self, params, context):
         super().__init__(params, context)
         schema = context.schema
-        dense = schema.field_names(kind="dense")
-        names = params.fields or dense
-        for n in names:
-            if n not in dense:
-                raise ConfigError(f"{self.key('fields')}: '{n}' is not a dense field; dense fields: {dense}")
+        names = self.pick_fields("fields", "dense", params.fields)
         if not names:
             raise ConfigError(f"{self.key('std')}: the dataset '{schema.name}' has no dense field to perturb")
         self.scale = {n: np.float32(params.std * ((schema.field(n).stats or {}).get("std") or 1.0)) for n in names}

@@ -38,11 +38,7 @@ class Sequence(Augmenter):
 
     def __init__(self, params, context):
         super().__init__(params, context)
-        seqs = context.schema.field_names(kind="sequence")
-        self.fields = params.fields or seqs
-        for n in self.fields:
-            if n not in seqs:
-                raise ConfigError(f"{self.key('fields')}: '{n}' is not a sequence field; sequence fields: {seqs}")
+        self.fields = self.pick_fields("fields", "sequence", params.fields)
         if not self.fields:
             raise ConfigError(f"augment.sequence: the dataset '{context.schema.name}' has no sequence field")
 
