@@ -190,3 +190,29 @@ def test_neighbor_text_uses_nearest_embeddings(world, tmp_path):
     top3 = np.argsort(-sim, axis=1)[:, :3] + 1  # item codes are row index + 1
     assert (out["item_id"] != b["item_id"]).all()
     assert all(t in top3[h - 1] for h, t in zip(b["item_id"], out["item_id"]))
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5])
+def test_synthetic_interpolation(world, batch, ratio):
+    out = plan(world, synthetic__ratio=ratio).apply(batch, 0)
+    n = len(batch[ROW_ID])
+    synth = out[ROW_ID] < 0
+    assert (out[ROW_ID][~synth] == batch[ROW_ID]).all()
+    assert synth.sum() == pytest.approx(ratio * n, rel=0.05)
+    assert ((out["conversion"] == 1) & (out["click"] == 0)).sum() == 0  # the funnel holds
+    # every discrete value of a synthetic row comes from a real row with the same labels
+    for col in ("item_id", "brand", "user_id"):
+        for lab in (0, 1):
+            real = set(batch[col][batch["click"] == lab])
+            assert set(out[col][synth & (out["click"] == lab)]) <= real
+    lo, hi = batch["price"].min(), batch["price"].max()
+    assert (out["price"][synth] >= lo - 1e-5).all() and (out["price"][synth] <= hi + 1e-5).all()
+    assert all(len(v) == len(out[ROW_ID]) for v in out.values())
+
+
+def test_synthetic_positives_only(world, batch):
+    out = plan(world, synthetic__ratio=0.2, synthetic__only="positives:conversion").apply(batch, 0)
+    synth = out[ROW_ID] < 0
+    assert synth.sum() > 0 and (out["conversion"][synth] == 1).all() and (out["click"][synth] == 1).all()
+    with pytest.raises(ConfigError, match="augment.synthetic.only: 'positives:like' is not one of"):
+        plan(world, synthetic__ratio=0.2, synthetic__only="positives:like")
