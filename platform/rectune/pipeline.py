@@ -134,9 +134,22 @@ class _Augment:
         return batch
 
 
+def fits_in_object_store(parquet_bytes: int, share: float = 0.25) -> bool:
+    """Whether a split, once decoded (taken as 4x its compressed Parquet size), fits the share."""
+    import ray
+
+    store = ray.available_resources().get("object_store_memory", 0)
+    return 4 * parquet_bytes < share * store
+
+
 def stream(ds: PreparedDataset, split: str, resources: ResourcePlan, augment: AugmentConfig | None = None,
-           seed: int = 0, clock: EpochClock | None = None, batch_size: int = 4096, materialize: bool = True):
-    """A Ray Dataset of encoded batches of ``split``; augmented and shuffled only for ``train``."""
+           seed: int = 0, clock: EpochClock | None = None, batch_size: int = 4096, materialize: bool | None = None):
+    """A Ray Dataset of encoded batches of ``split``; augmented and shuffled only for ``train``.
+
+    ``materialize``: keep the encoded split in the object store so that only the per-epoch step
+    re-runs; ``None`` decides by size (when it takes under a quarter of the object store).
+    """
+    import ray
     import ray.data
 
     schema = ds.schema
@@ -147,6 +160,8 @@ def stream(ds: PreparedDataset, split: str, resources: ResourcePlan, augment: Au
                                  num_cpus=resources.data_cpus_per_task, override_num_blocks=blocks)
     data = data.map_batches(_Encode(schema), batch_format="pyarrow", batch_size=batch_size,
                             num_cpus=resources.data_cpus_per_task, concurrency=resources.data_max_tasks)
+    if materialize is None:
+        materialize = fits_in_object_store(ds.split_path(split).stat().st_size)
     if materialize:
         data = data.materialize()
     if split == "train":
