@@ -77,14 +77,18 @@ class _Clock:
 
 
 class EpochClock:
-    """A named actor holding the current epoch of one training run."""
+    """A named actor holding the current epoch of one training run.
+
+    Not detached: it lives as long as the process that made it (the trial driver), so a crashed
+    run leaves nothing behind in a long-lived cluster.
+    """
 
     def __init__(self, run_id: str):
         import ray
 
         self.name = f"{CLOCK_PREFIX}-{run_id}"
         actor = ray.remote(num_cpus=0)(_Clock)
-        self.handle = actor.options(name=self.name, get_if_exists=True, lifetime="detached").remote()
+        self.handle = actor.options(name=self.name, get_if_exists=True).remote()
 
     def set(self, epoch: int) -> None:
         import ray
