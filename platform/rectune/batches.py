@@ -66,3 +66,24 @@ def sequence_lengths(seq: np.ndarray) -> np.ndarray:
     nonzero = seq != 0
     first = np.argmax(nonzero, axis=1)
     return np.where(nonzero.any(axis=1), seq.shape[1] - first, 0)
+
+
+def batch_to_arrow(batch: Batch) -> pa.Table:
+    """A batch as an Arrow table for Ray Data: 2-D arrays become Ray's tensor columns.
+
+    Doing this conversion ourselves (rather than handing Ray a numpy dict) is 4-5x faster per
+    step in Ray 2.60 (measured in BENCHMARKS.md).
+    """
+    from ray.data.extensions import ArrowTensorArray
+
+    return pa.table({k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else pa.array(v) for k, v in batch.items()})
+
+
+def arrow_to_batch(table: pa.Table) -> Batch:
+    """The inverse of :func:`batch_to_arrow` (zero-copy where Arrow allows)."""
+    out: Batch = {}
+    for name in table.column_names:
+        col = table.column(name)
+        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+        out[name] = col.to_numpy() if isinstance(col.type, pa.ExtensionType) else col.to_numpy(zero_copy_only=False)
+    return out

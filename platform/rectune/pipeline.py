@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from rectune.augment import AugmentConfig, AugmentPlan
-from rectune.batches import ROW_ID, table_to_batch
+from rectune.batches import ROW_ID, arrow_to_batch, batch_to_arrow, table_to_batch
 from rectune.data.prepared import PreparedDataset
 
 CLOCK_PREFIX = "rectune-epoch-clock"
@@ -118,7 +118,7 @@ class _Encode:
         # a stable key per row (the same every epoch): Ray's hash of the row's file and position
         if "row_hash" in table.column_names:
             batch[ROW_ID] = table.column("row_hash").to_numpy().astype(np.uint64).view(np.int64) & 0x7FFFFFFFFFFFFFFF
-        return batch
+        return batch_to_arrow(batch)
 
 
 class _Augment:
@@ -127,7 +127,8 @@ class _Augment:
     def __init__(self, plan: AugmentPlan | None, clock_name: str | None, seed: int, shuffle: bool):
         self.plan, self.clock_name, self.seed, self.shuffle = plan, clock_name, seed, shuffle
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, table):
+        batch = arrow_to_batch(table)
         epoch = _epoch_of(self.clock_name)
         if self.plan:
             batch = self.plan.apply(batch, epoch)
@@ -135,7 +136,7 @@ class _Augment:
             first = int(batch[ROW_ID][0]) if len(batch[ROW_ID]) else 0
             perm = np.random.default_rng([self.seed, epoch, 1 << 20, first & 0x7FFFFFFF]).permutation(len(batch[ROW_ID]))
             batch = {k: v[perm] for k, v in batch.items()}
-        return batch
+        return batch_to_arrow(batch)
 
 
 def fits_in_object_store(parquet_bytes: int, share: float = 0.25) -> bool:
@@ -171,6 +172,6 @@ def stream(ds: PreparedDataset, split: str, resources: ResourcePlan, augment: Au
     if split == "train":
         plan = AugmentPlan(augment, ds, seed=seed) if augment is not None else None
         data = data.map_batches(_Augment(plan if plan else None, clock.name if clock else None, seed, True),
-                                batch_format="numpy", batch_size=batch_size,
+                                batch_format="pyarrow", batch_size=batch_size,
                                 num_cpus=resources.data_cpus_per_task, concurrency=resources.data_max_tasks)
     return data
