@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rectune.batches import Batch
+from rectune.batches import ROW_ID, Batch
 from rectune.config import Params, flatten, unknown_key
 from rectune.data.prepared import PreparedDataset
 from rectune.registry import Registry
@@ -139,8 +139,6 @@ class AugmentPlan:
         return bool(self.augmenters)
 
     def apply(self, batch: Batch, epoch: int) -> Batch:
-        from rectune.batches import ROW_ID
-
         rows = batch.get(ROW_ID)
         first = int(rows[0]) if rows is not None and len(rows) else 0
         n = len(next(iter(batch.values()))) if batch else 0
