@@ -353,9 +353,10 @@ def test_aliccp_item_attributes_most_frequent_then_first(tmp_path: Path) -> None
 
 
 def test_fast_encode_matches_vocab_encode() -> None:
+    """Vocab.encode's numeric fast path gives the codes of its general (object) path."""
     from rectune.data.importers.common import Vocab
-    from rectune.data.importers.csv_mtl import _encode
 
     raw = np.array([7, 0, -3, 7, 1_000_000_007, 0], dtype=np.int64)
     vocab = Vocab.fit(raw)
-    np.testing.assert_array_equal(_encode(vocab, raw), vocab.encode(raw))
+    np.testing.assert_array_equal(vocab.encode(raw), vocab.encode(raw.astype(object)))
+    assert vocab.encode(np.array([5], np.int64)).tolist() == [0]  # unknown -> 0

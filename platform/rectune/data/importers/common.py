@@ -45,7 +45,11 @@ class Vocab:
     def encode(self, column: Sequence) -> np.ndarray:
         """Codes of ``column``; values outside the vocabulary (and missing ones) get 0."""
         idx = pd.Index(self.values)
-        codes = idx.get_indexer(pd.Series(np.asarray(column, dtype=object)))
+        arr = np.asarray(column) if not isinstance(column, pd.Series) else column.to_numpy()
+        if arr.dtype.kind in "iuf" and self.values.dtype.kind in "iuf":
+            codes = idx.get_indexer(arr)  # numbers: no detour through Python objects
+        else:
+            codes = idx.get_indexer(pd.Series(np.asarray(column, dtype=object)))
         return (codes + 1).astype(np.int32)  # -1 (unknown) -> 0
 
     def json_values(self) -> list:

@@ -197,11 +197,6 @@ def carve_valid(train: _Part, spec: CsvMtlSpec, fraction: float, seed: int) -> t
     return train.take(np.flatnonzero(~in_valid)), train.take(np.flatnonzero(in_valid))
 
 
-def _encode(vocab: Vocab, raw: np.ndarray) -> np.ndarray:
-    """Codes of int64 ids, as Vocab.encode gives them, without its detour through Python objects."""
-    return (pd.Index(vocab.values).get_indexer(raw) + 1).astype(np.int32)
-
-
 def _item_table(spec: CsvMtlSpec, vocabs: dict[str, Vocab], parts: list[tuple[str, _Part]],
                 codes: dict[str, dict[str, np.ndarray]]) -> tuple[pa.Table, dict[str, int]]:
     """One row per item code: its raw id and the attribute codes that co-occur with it most often.
@@ -242,7 +237,7 @@ def build_tables(src: Path, spec: CsvMtlSpec, importer: str, options: dict,
 
     vocabs = {c: Vocab(np.sort(pd.unique(np.concatenate([pd.unique(p.raw_sparse[c]) for _, p in parts]))))
               for c in spec.sparse}  # pandas' hash table: many times faster than np.unique on ids
-    codes = {s: {c: _encode(vocabs[c], p.raw_sparse[c]) for c in spec.sparse} for s, p in parts}
+    codes = {s: {c: vocabs[c].encode(p.raw_sparse[c]) for c in spec.sparse} for s, p in parts}
 
     splits: dict[str, pa.Table] = {}
     for s, p in parts:
