@@ -9,13 +9,12 @@ Values given as text are parsed with ``yaml.safe_load`` (never evaluated as code
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from typing import Any
 
 import yaml
 
-from rectune.errors import ConfigError
+from rectune.errors import ConfigError, closest
 
 
 def param(default: Any, help: str, low: float | None = None, high: float | None = None,
@@ -110,6 +109,6 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def unknown_key(key: str, valid: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    close = closest(key, valid)
+    hint = f" (did you mean '{close}'?)" if close else ""
     return ConfigError(f"unknown config key '{key}'{hint}; valid keys: {', '.join(valid)}")

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+from typing import Iterable
+
+
+def closest(name: str, options: Iterable[str]) -> str | None:
+    """The option most like ``name`` (a likely misspelling), or None."""
+    hits = difflib.get_close_matches(name, [str(o) for o in options], n=1)
+    return hits[0] if hits else None
 
 
 class RectuneError(Exception):
@@ -19,6 +27,14 @@ class RectuneError(Exception):
 
 class DataError(RectuneError):
     """A data file or dataset that does not have the expected content."""
+
+    @classmethod
+    def missing_column(cls, path: str | Path, column: str, present: Iterable[str], what: str,
+                       expected: str = "") -> "DataError":
+        """``<path>: column '<column>': missing <what> (found '<x>': misspelt?)<expected>``."""
+        close = closest(column, present)
+        hint = f" (found '{close}': misspelt?)" if close else ""
+        return cls.at(path, f"missing {what}{hint}{expected}", column)
 
     @classmethod
     def at(cls, path: str | Path, what: str, column: str | None = None) -> "DataError":

@@ -16,7 +16,6 @@ so an interrupted or failed command never leaves a half dataset behind.
 
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 import uuid
@@ -43,12 +42,6 @@ RELATION_COLUMNS = ("head_item_id", "relation", "tail_item_id")
 # ---------------------------------------------------------------------------------------------
 # checks shared by the reader and the writer
 # ---------------------------------------------------------------------------------------------
-def _missing_column(where: str, name: str, present: list[str], what: str) -> DataError:
-    close = difflib.get_close_matches(name, present, n=1)
-    hint = f" (found '{close[0]}': misspelt?)" if close else ""
-    return DataError.at(where, f"missing {what}{hint}", column=name)
-
-
 def _is_int(t: pa.DataType) -> bool:
     return pa.types.is_integer(t)
 
@@ -70,7 +63,7 @@ def _check_ids(where: str, name: str, arr: pa.ChunkedArray | pa.Array, vocab: in
 def check_column(where: str, table: pa.Table, f: Field) -> None:
     """One row field of a split: type and value range."""
     if f.name not in table.column_names:
-        raise _missing_column(where, f.name, table.column_names, f"{f.kind} field")
+        raise DataError.missing_column(where, f.name, table.column_names, f"{f.kind} field")
     col = table.column(f.name)
     t = col.type
     if f.kind == "sparse":
@@ -100,7 +93,7 @@ def check_column(where: str, table: pa.Table, f: Field) -> None:
 
 def check_label(where: str, table: pa.Table, task: str) -> None:
     if task not in table.column_names:
-        raise _missing_column(where, task, table.column_names, "task label")
+        raise DataError.missing_column(where, task, table.column_names, "task label")
     col = table.column(task)
     if not (_is_int(col.type) or pa.types.is_boolean(col.type)):
         raise DataError.at(where, f"type {col.type}; expected 0/1 integer labels", task)
@@ -122,7 +115,7 @@ def check_split(where: str, table: pa.Table, schema: Schema) -> None:
         check_label(where, table, task)
     for meta in schema.meta_columns:
         if meta not in table.column_names:
-            raise _missing_column(where, meta, table.column_names, "meta column")
+            raise DataError.missing_column(where, meta, table.column_names, "meta column")
     for child, parent in schema.task_parents.items():
         bad = pc.sum(pc.and_(pc.equal(table.column(child), 1), pc.equal(table.column(parent), 0))).as_py()
         if bad:
@@ -133,7 +126,7 @@ def check_split(where: str, table: pa.Table, schema: Schema) -> None:
 
 def check_items(where: str, items: pa.Table, schema: Schema) -> None:
     if "item_id" not in items.column_names:
-        raise _missing_column(where, "item_id", items.column_names, "item id")
+        raise DataError.missing_column(where, "item_id", items.column_names, "item id")
     if schema.item_field is not None:
         vocab = schema.field(schema.item_field).vocab_size
         _check_ids(where, "item_id", items.column("item_id"), vocab)
@@ -142,7 +135,7 @@ def check_items(where: str, items: pa.Table, schema: Schema) -> None:
         raise DataError.at(where, "duplicate item ids; expected one row per item", "item_id")
     text = schema.text_field
     if text is not None and text.name not in items.column_names:
-        raise _missing_column(where, text.name, items.column_names, "text field")
+        raise DataError.missing_column(where, text.name, items.column_names, "text field")
     if TEXT_EMB_COLUMN in items.column_names:
         col = items.column(TEXT_EMB_COLUMN)
         if not (pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type)):
@@ -152,7 +145,7 @@ def check_items(where: str, items: pa.Table, schema: Schema) -> None:
 def check_relations(where: str, rel: pa.Table, schema: Schema) -> None:
     for c in RELATION_COLUMNS:
         if c not in rel.column_names:
-            raise _missing_column(where, c, rel.column_names, "relation column")
+            raise DataError.missing_column(where, c, rel.column_names, "relation column")
     if schema.item_field is not None:
         vocab = schema.field(schema.item_field).vocab_size
         for c in ("head_item_id", "tail_item_id"):
@@ -200,7 +193,7 @@ class PreparedDataset:
                     present = None
                 for c in columns if present is not None else []:
                     if c not in present:
-                        raise _missing_column(str(path), c, present, "column") from None
+                        raise DataError.missing_column(str(path), c, present, "column") from None
             raise DataError.at(path, f"unreadable Parquet file ({msg})") from None
 
     def read_split(self, split: str, columns: list[str] | None = None) -> pa.Table:
@@ -229,7 +222,7 @@ class PreparedDataset:
             return f"{field}_code"
         if field in items.column_names:
             return field
-        raise _missing_column(str(self.path / ITEMS_FILE), field, items.column_names, "item attribute")
+        raise DataError.missing_column(str(self.path / ITEMS_FILE), field, items.column_names, "item attribute")
 
     def validate(self) -> None:
         """Read every file and check it against the schema; raise a one-line DataError if wrong."""

@@ -257,13 +257,9 @@ def read_delimited(path: Path, sep: str = ",", **kwargs) -> pd.DataFrame:
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], where: str | Path) -> None:
-    import difflib
-
     for c in columns:
         if c not in frame.columns:
-            close = difflib.get_close_matches(c, [str(x) for x in frame.columns], n=1)
-            hint = f" (found '{close[0]}': misspelt?)" if close else ""
-            raise DataError.at(where, f"missing column{hint}; expected columns {list(columns)}", c)
+            raise DataError.missing_column(where, c, frame.columns, "column", f"; expected columns {list(columns)}")
 
 
 def numeric_column(frame: pd.DataFrame, column: str, where: str | Path, integer: bool = False) -> np.ndarray:
