@@ -16,6 +16,7 @@ so an interrupted or failed command never leaves a half dataset behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import uuid
@@ -272,7 +273,7 @@ def dense_stats(train: pa.Table, schema: Schema) -> list[Field]:
     for f in schema.fields:
         if f.kind == "dense":
             x = train.column(f.name).to_numpy().astype(np.float64)
-            f = Field(**{**f.to_json(), "stats": {"mean": float(x.mean()), "std": float(x.std())}})
+            f = dataclasses.replace(f, stats={"mean": float(x.mean()), "std": float(x.std())})
         out.append(f)
     return out
 
