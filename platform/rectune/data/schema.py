@@ -114,7 +114,7 @@ class Schema:
             value = getattr(self, f.name)
             if f.name == "fields":
                 value = [fl.to_json() for fl in value]
-            if value is None or value == {} and f.name in ("task_parents",):
+            if value is None or (f.name == "task_parents" and not value):  # no funnel: key left out
                 continue
             out[f.name] = value
         out.update(self.extra)
