@@ -260,6 +260,77 @@ def bench_augment(dataset: Path, sets: tuple[str, ...], batch_size: int, repeat:
 
 
 # ---------------------------------------------------------------------------------------------
+def _run_config(config_file: Path | None, sets: tuple[str, ...]):
+    from rectune.config import parse_sets
+    from rectune.runconfig import RunConfig
+
+    cfg = RunConfig.from_file(config_file) if config_file else RunConfig()
+    return cfg.update(parse_sets(sets))
+
+
+@main.command("train", context_settings=CONTEXT)
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="a prepared dataset")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="YAML of config keys (nested or dotted; `rectune keys` lists them)")
+@SET
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Ray Train workers")
+@click.option("--gpu", is_flag=True, help="one GPU per worker (mixed precision unless train.amp=false)")
+@click.option("--address", default=None, help="a running Ray cluster (e.g. auto); default: start a local Ray")
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="run folder (default runs/<dataset>-<time>)")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+def train_cmd(data_dir: Path, config_file: Path | None, sets: tuple[str, ...], workers: int, gpu: bool,
+              address: str | None, out: Path | None, resume: bool) -> None:
+    """Train the fused multi-task model with Ray Train; per-epoch table; run folder with the
+    checkpoint, config.yaml and metrics.json."""
+    import time
+
+    from rich.console import Console
+
+    from rectune.data.prepared import open_dataset
+    from rectune.train.run import train
+
+    config = _run_config(config_file, sets)
+    if out is None:
+        out = Path("runs") / f"{open_dataset(data_dir).schema.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = train(data_dir, config, out, workers=workers, use_gpu=gpu, address=address, resume=resume)
+    best = result.metrics["best"]
+    console = Console()
+    console.print(f"best epoch {result.metrics['best_epoch']}: " + ", ".join(
+        f"{k} {v:.4f}" for k, v in best.items() if k.endswith("_auc") and k.startswith(("valid/", "test/"))))
+    console.print(f"run folder: {result.out}")
+
+
+@main.command("predict", context_settings=CONTEXT)
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path),
+              help="a run folder of `rectune train` (or its checkpoint folder)")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="a prepared dataset")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"]))
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="Parquet file for the scores")
+def predict_cmd(run_dir: Path, data_dir: Path, split: str, out: Path | None) -> None:
+    """Score a split with a saved checkpoint (loaded as weights only); print its metrics."""
+    from rectune.train.predict import predict
+
+    result = predict(run_dir, data_dir, split, out)
+    for k, v in result["metrics"].items():
+        click.echo(f"{k}\t{v:.4f}")
+    if out:
+        click.echo(f"{result['rows']:,} rows scored into {out}")
+
+
+@main.command("keys", context_settings=CONTEXT)
+def keys_cmd() -> None:
+    """Every config key: default, when it applies, meaning (the names of YAML, --set and search spaces)."""
+    from rectune.runconfig import TASK_WEIGHT_PREFIX, key_table
+
+    for k in key_table().values():
+        when = f"  [when {k.used_by[0]} in {', '.join(k.used_by[1])}]" if k.used_by else ""
+        choices = f" (one of {', '.join(k.meta['choices'])})" if k.meta.get("choices") and not k.used_by else ""
+        click.echo(f"{k.name} = {k.default!r}{choices}{when}  {k.help}")
+    click.echo(f"{TASK_WEIGHT_PREFIX}<task> = 1.0  weight of each task's loss (fixed) or prior factor (learned)")
+
+
+# ---------------------------------------------------------------------------------------------
 @main.command("quickstart", context_settings=CONTEXT)
 @click.option("--dir", "workdir", default=Path("rectune-quickstart"), show_default=True,
               type=click.Path(path_type=Path), help="where to put the dataset (and, later, the campaign)")

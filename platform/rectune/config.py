@@ -33,24 +33,27 @@ class Params:
     def check(self, prefix: str) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            key = f"{prefix}.{f.name}"
-            value = getattr(self, f.name)
-            value = _coerce(key, value, hints[f.name])
-            setattr(self, f.name, value)
-            low, high, choices = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("choices")
-            if choices is not None:
-                vals = value if isinstance(value, (list, tuple)) else [value]
-                for v in vals:
-                    if v not in choices:
-                        raise ConfigError(f"{key}: '{v}' is not one of {list(choices)}")
-            if low is not None and value < low or high is not None and value > high:
-                rng = f"[{low}, {high}]" if low is not None and high is not None else (
-                    f">= {low}" if low is not None else f"<= {high}")
-                raise ConfigError(f"{key}: {value} is out of range; expected a value in {rng}")
+            setattr(self, f.name, check_value(f"{prefix}.{f.name}", getattr(self, f.name), hints[f.name], f.metadata))
 
     @classmethod
     def keys(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+
+def check_value(key: str, value: Any, typ: Any, meta: typing.Mapping) -> Any:
+    """``value`` coerced to ``typ`` and checked against the ``low``/``high``/``choices`` of ``meta``."""
+    value = _coerce(key, value, typ)
+    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+    if choices is not None:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v not in choices:
+                raise ConfigError(f"{key}: '{v}' is not one of {list(choices)}")
+    for v in value if isinstance(value, list) and (low is not None or high is not None) else [value]:
+        if low is not None and v < low or high is not None and v > high:
+            rng = f"[{low}, {high}]" if low is not None and high is not None else (
+                f">= {low}" if low is not None else f"<= {high}")
+            raise ConfigError(f"{key}: {v} is out of range; expected a value in {rng}")
+    return value
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
@@ -60,6 +63,10 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(typ)
+        if args and args[0] in (int, float, str, bool):
+            return [_coerce(key, parse_value(v) if args[0] is not str and isinstance(v, str) else v, args[0])
+                    for v in value]
         return list(value)
     if typ is bool:
         if isinstance(value, bool):

@@ -1,0 +1,230 @@
+"""The fused multi-task model, assembled from a dataset's schema and a :class:`RunConfig`.
+
+::
+
+    batch ─▶ encoders (one per modality) ─▶ tokens [B, T, d] ─▶ fusion ─▶ [B, F]
+          ─▶ multi-task architecture ─▶ one logit per task
+
+``embed`` (batch -> tokens) and ``head`` (tokens -> logits) are separate so that the training
+step can perturb the tokens (the embedding outputs) adversarially and take gradients at them.
+
+Modalities: ``user`` / ``item`` / ``context`` (sparse ids and dense features by the schema's side),
+``behaviour`` (each sequence field pooled), ``text`` (the item's sentence embedding, projected),
+``kg`` (the item's neighbours in the knowledge graph).
+
+Label columns never reach the features: the schema refuses a field named like a task, the
+``model.features`` list refuses tasks and meta columns, and :func:`check_no_leak` refuses a
+feature that reproduces a label on the training rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from rectune.config import Params, param
+from rectune.data.prepared import PreparedDataset
+from rectune.data.schema import TEXT_EMB_COLUMN, Schema
+from rectune.errors import ConfigError
+from rectune.models.encoders import (DenseTokens, FieldEmbeddings, GraphAggregation, HistoryPooling,
+                                     TextProjection, neighbor_table, pretrain_transe)
+from rectune.models.fusion import FUSIONS
+from rectune.models.mtl import ARCHITECTURES
+from rectune.models.weighting import WEIGHTINGS
+
+
+@dataclass
+class ModelParams(Params):
+    emb_dim: int = param(16, "width of every embedding and token", low=2, high=512)
+    hidden: list[int] = param(None, "hidden layers of the shared bottom / each expert",
+                              low=1, high=8192, default_factory=lambda: [128, 64])
+    tower: list[int] = param(None, "hidden layers of each task tower", low=1, high=8192, default_factory=lambda: [32])
+    dropout: float = param(0.0, "dropout after each hidden layer", low=0.0, high=0.9)
+    history: str = param("mean", "pooling of the behaviour history: none, mean, or attention (DIN-style, "
+                         "against the target item)", choices=("none", "mean", "attention"))
+    text_dim: int = param(0, "projection width of the item-text embedding (0 = text not used)", low=0, high=1024)
+    features: list[str] = param(None, "row fields used as features (empty = all)", default_factory=list)
+
+
+@dataclass
+class KGParams(Params):
+    relations: list[str] = param(None, "relations of the item graph to aggregate (empty = all)", default_factory=list)
+    neighbors: int = param(10, "neighbours per item and relation", low=1, high=200)
+    pretrain: int = param(0, "epochs of TransE pretraining of the item embeddings on the graph (0 = none)",
+                          low=0, high=100)
+
+
+def feature_fields(schema: Schema, names: list[str]) -> list[str]:
+    rows = [f.name for f in schema.row_fields]
+    for n in names:
+        if n in schema.tasks:
+            raise ConfigError(f"model.features: '{n}' is a task label of dataset '{schema.name}' and can never be a "
+                              f"feature")
+        if n in schema.meta_columns:
+            raise ConfigError(f"model.features: '{n}' is a meta column of dataset '{schema.name}', not a feature; "
+                              f"fields: {', '.join(rows)}")
+        if n not in rows:
+            raise ConfigError(f"model.features: no field '{n}' in dataset '{schema.name}'; fields: {', '.join(rows)}")
+    return list(names) or rows
+
+
+def check_no_leak(ds: PreparedDataset, features: list[str], sample: int = 50_000) -> None:
+    """Refuse a low-cardinality feature that reproduces a task label on (almost) every training row."""
+    schema = ds.schema
+    cols = [n for n in features if schema.field(n).kind in ("sparse", "dense")]
+    table = ds.read_split("train", columns=cols + list(schema.tasks)).slice(0, sample)
+    for task in schema.tasks:
+        y = table.column(task).to_numpy().astype(np.int64)
+        if y.min() == y.max():
+            continue
+        for name in cols:
+            x = table.column(name).to_numpy()
+            values, codes = np.unique(x, return_inverse=True)
+            if len(values) > 16:
+                continue
+            pos = np.bincount(codes, weights=y, minlength=len(values))
+            cnt = np.bincount(codes, minlength=len(values))
+            purity = np.maximum(pos, cnt - pos).sum() / len(y)
+            if purity >= 0.999:
+                raise ConfigError(f"model.features: field '{name}' reproduces the label '{task}' on {purity:.1%} of "
+                                  f"the training rows of '{schema.name}' (a leak); leave it out with model.features")
+
+
+def schema_fingerprint(schema: Schema) -> str:
+    """What a checkpoint must match: tasks and the fields' names, kinds and vocabularies."""
+    spec = {"tasks": schema.tasks, "fields": [[f.name, f.kind, f.vocab_size, f.max_len] for f in schema.row_fields]}
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+
+class FusedModel(nn.Module):
+    def __init__(self, schema: Schema, config, side: dict):
+        super().__init__()
+        mp: ModelParams = config.params("model", ModelParams)
+        d = mp.emb_dim
+        self.tasks = list(schema.tasks)
+        feats = side["features"]
+        fields = {f.name: f for f in schema.row_fields if f.name in feats}
+        self.sparse = [n for n, f in fields.items() if f.kind == "sparse"]
+        self.sequences = [n for n, f in fields.items() if f.kind == "sequence"] if mp.history != "none" else []
+        self.dense = [n for n, f in fields.items() if f.kind == "dense"]
+        self.item = schema.item_field if schema.item_field in fields else None
+        # columns the metrics need (GAUC per user, cold items), whether or not they are features
+        self.user_column, self.item_column = schema.user_field, schema.item_field
+        self.embeddings = FieldEmbeddings(schema, self.sparse + self.sequences, d)
+        if side.get("item_init") is not None and self.item:
+            init = torch.from_numpy(side["item_init"])
+            off = self.embeddings.offsets[self.item]
+            with torch.no_grad():
+                self.embeddings.table.weight[off:off + len(init)] = init
+        modalities = [fields[n].side for n in self.sparse]
+        self.pool = nn.ModuleDict({n: HistoryPooling(d, mp.history) for n in self.sequences})
+        modalities += ["behaviour"] * len(self.sequences)
+        self.dense_tokens = None
+        if self.dense:
+            stats = [fields[n].stats or {} for n in self.dense]
+            self.dense_tokens = DenseTokens([s.get("mean", 0.0) for s in stats], [s.get("std", 1.0) for s in stats], d)
+            modalities += [fields[n].side for n in self.dense]
+        self.text = None
+        if side.get("text") is not None:
+            self.text = TextProjection(side["text"], mp.text_dim, d)
+            modalities.append("text")
+        self.graph = None
+        if side.get("neighbors") is not None:
+            self.graph = GraphAggregation(side["neighbors"], d, config["model.kg"])
+            modalities.append("kg")
+        self.modalities = modalities
+        fusion_cls = FUSIONS.get(config["model.fusion"], "model.fusion")
+        self.fusion = fusion_cls(config.params("model.fusion", fusion_cls.Params), len(modalities), d, modalities)
+        arch_cls = ARCHITECTURES.get(config["model.mtl"], "model.mtl")
+        self.mtl = arch_cls(config.params("model.mtl", arch_cls.Params), self.fusion.out_dim, self.tasks,
+                            mp.hidden, mp.tower, mp.dropout, dict(schema.task_parents))
+        w_cls = WEIGHTINGS.get(config["loss.weighting"], "loss.weighting")
+        weights = config.task_weights(self.tasks)
+        self.weighting = w_cls(config.params("loss.weighting", w_cls.Params), [weights[t] for t in self.tasks])
+
+    # ---- forward -----------------------------------------------------------------------------
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = []
+        item_emb = None
+        if self.sparse:
+            codes = torch.stack([batch[n] for n in self.sparse], dim=1)
+            sp = self.embeddings.lookup_many(self.sparse, codes)
+            parts.append(sp)
+            if self.item:
+                item_emb = sp[:, self.sparse.index(self.item)]
+        for n in self.sequences:
+            seq = batch[n]
+            emb = self.embeddings.lookup(n, seq)
+            parts.append(self.pool[n](emb, seq > 0, item_emb).unsqueeze(1))
+        if self.dense_tokens is not None:
+            x = torch.stack([batch[n].float() for n in self.dense], dim=1)
+            parts.append(self.dense_tokens(x))
+        if self.text is not None:
+            parts.append(self.text(batch[self.item]).unsqueeze(1))
+        if self.graph is not None:
+            parts.append(self.graph(batch[self.item], item_emb,
+                                    lambda c: self.embeddings.lookup(self.item, c)).unsqueeze(1))
+        return torch.cat(parts, dim=1)
+
+    def head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.mtl(self.fusion(tokens))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.embed(batch))
+
+    def input_columns(self) -> list[str]:
+        return self.sparse + self.sequences + self.dense
+
+
+def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
+    """The dataset-side inputs the model needs (feature list, text vectors, neighbour tables,
+    TransE initialisation), read once on the driver; checks every dataset-dependent setting."""
+    schema = ds.schema
+    mp: ModelParams = config.params("model", ModelParams)
+    features = feature_fields(schema, mp.features)
+    check_no_leak(ds, features)
+    config.task_weights(schema.tasks)
+    out: dict = {"features": features}
+    needs_item = mp.text_dim > 0 or config["model.kg"] != "none"
+    if needs_item and (schema.item_field is None or schema.item_field not in features):
+        key = "model.text_dim" if mp.text_dim > 0 else "model.kg"
+        raise ConfigError(f"{key}: needs the item field among the features, and dataset '{schema.name}' "
+                          f"{'has none' if schema.item_field is None else 'leaves it out'}")
+    n_items = schema.field(schema.item_field).vocab_size if schema.item_field else 0
+    if mp.text_dim > 0:
+        items = ds.items()
+        if TEXT_EMB_COLUMN not in items.column_names:
+            raise ConfigError(f"model.text_dim: needs item-text embeddings; run `rectune data embed-text {ds.path}` "
+                              f"first (or set model.text_dim=0)")
+        ids = items.column("item_id").to_numpy().astype(np.int64)
+        emb = np.stack(items.column(TEXT_EMB_COLUMN).to_numpy(zero_copy_only=False)).astype(np.float32)
+        vectors = np.zeros((n_items, emb.shape[1]), np.float32)
+        vectors[ids] = emb
+        out["text"] = vectors
+    if config["model.kg"] != "none":
+        rel = ds.relations()
+        if rel is None or rel.num_rows == 0:
+            raise ConfigError(f"model.kg: dataset '{schema.name}' has no relations.parquet (set model.kg=none)")
+        kg: KGParams = config.params("model.kg", KGParams)
+        import pyarrow.compute as pc
+
+        names = sorted(set(pc.unique(rel.column("relation")).to_pylist()))
+        for r in kg.relations:
+            if r not in names:
+                raise ConfigError(f"model.kg.relations: unknown relation '{r}'; dataset '{schema.name}' has "
+                                  f"{', '.join(names)}")
+        out["neighbors"], out["relations"] = neighbor_table(rel, n_items, kg.relations, kg.neighbors)
+        if kg.pretrain:
+            out["item_init"] = pretrain_transe(out["neighbors"], n_items, mp.emb_dim, kg.pretrain, seed)
+    return out
+
+
+def build_model(ds: PreparedDataset, config, seed: int = 0, side: dict | None = None) -> FusedModel:
+    torch.manual_seed(seed)
+    side = side if side is not None else side_data(ds, config, seed)
+    return FusedModel(ds.schema, config, side)

@@ -1,0 +1,214 @@
+"""The training step and the epoch loop, shared by the Ray Train worker and the in-process runs.
+
+One place owns how a batch is trained (losses per task, weighting, adversarial perturbation of
+the embedding outputs, mixed precision) and how an epoch ends (metrics, best epoch, patience):
+the Ray worker adds only sharding, all-gather and reporting around it.
+
+Adversarial augmentation (``augment.adversarial.*``): FGM adds ``eps · g / ‖g‖`` to each row's
+tokens, ``g`` the gradient of the clean loss at the tokens; PGD takes ``steps`` such steps of size
+``2.5 · eps / steps`` projected onto the ``eps`` ball. The loss on the perturbed tokens, times
+``weight``, is added to the clean loss; its gradient reaches the embeddings too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from rectune.models.model import FusedModel
+from rectune.models.mtl import ESMM
+from rectune.train.metrics import better, task_metrics
+
+Batch = dict[str, torch.Tensor]
+
+
+def _per_row_normalise(g: torch.Tensor) -> torch.Tensor:
+    norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return g / norm.view(-1, *([1] * (g.dim() - 1)))
+
+
+class Trainer:
+    """Model + optimiser + the step.
+
+    With several workers (``distributed``), gradients are averaged across them after each backward
+    pass by one all-reduce of a flat buffer, instead of DDP: the adversarial step runs the model's
+    head more than once per step, which DDP's one-forward-per-backward hooks do not allow.
+    """
+
+    def __init__(self, model: FusedModel, config, device: torch.device | str = "cpu", amp: bool = False,
+                 distributed: bool = False):
+        self.model = self.core = model
+        self.distributed = distributed
+        self.config = config
+        self.device = torch.device(device)
+        self.amp = amp and self.device.type == "cuda"
+        self.tasks = self.core.tasks
+        adv = config.section("augment.adversarial")
+        self.adv_method = adv["augment.adversarial.method"]
+        self.adv_eps = adv["augment.adversarial.eps"]
+        self.adv_weight = adv["augment.adversarial.weight"]
+        self.adv_steps = adv["augment.adversarial.steps"]
+        emb = [p for n, p in self.core.named_parameters() if n.startswith("embeddings.")]
+        rest = [p for n, p in self.core.named_parameters() if not n.startswith("embeddings.")]
+        self.optimizer = torch.optim.Adam([{"params": emb, "weight_decay": 0.0},
+                                           {"params": rest, "weight_decay": config["optim.weight_decay"]}],
+                                          lr=config["optim.lr"])
+        self.emb_l2 = config["optim.emb_l2"]
+
+    # ---- one batch -------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def _losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(0)
+
+    def train_batch(self, batch: Batch) -> torch.Tensor:
+        """One optimiser step; returns the clean per-task losses (detached)."""
+        labels = torch.stack([batch[t] for t in self.tasks], dim=1).float()
+        with self._autocast():
+            tokens = self.core.embed(batch)
+            logits = self.core.head(tokens)
+        losses = self._losses(logits, labels)
+        w = self.core.weighting
+        total = w.combine(losses, tokens if w.needs_shared else None)
+        if self.emb_l2:
+            total = total + self.emb_l2 * tokens.float().pow(2).sum() / len(labels)
+        if self.adv_method != "none" and self.adv_weight > 0:
+            total = total + self.adv_weight * w.combine(self._adversarial(tokens, labels, losses), None)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.distributed:
+            self._sync_gradients()
+        self.optimizer.step()
+        w.after_step()
+        return losses.detach()
+
+    def _sync_gradients(self) -> None:
+        import torch.distributed as dist
+
+        params = [p for p in self.core.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(p)
+            offset += n
+
+    def _adversarial(self, tokens: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        (g,) = torch.autograd.grad(losses.sum(), tokens, retain_graph=True)
+        eps = self.adv_eps
+        delta = eps * _per_row_normalise(g.float())
+        if self.adv_method == "pgd" and self.adv_steps > 1:
+            step = 2.5 * eps / self.adv_steps
+            delta = torch.zeros_like(tokens, dtype=torch.float32)
+            base = tokens.detach()
+            for _ in range(self.adv_steps):
+                delta.requires_grad_(True)
+                with self._autocast():
+                    adv_logits = self.core.head(base + delta.to(base.dtype))
+                (gd,) = torch.autograd.grad(self._losses(adv_logits, labels).sum(), delta)
+                delta = delta.detach() + step * _per_row_normalise(gd)
+                norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (delta.dim() - 1)))
+                delta = delta * torch.clamp(eps / norm, max=1.0)
+        with self._autocast():
+            adv_logits = self.core.head(tokens + delta.detach().to(tokens.dtype))
+        return self._losses(adv_logits, labels)
+
+    # ---- epochs ----------------------------------------------------------------------------
+    def train_epoch(self, batches: Iterable[Batch], progress: Callable[[int], None] | None = None) -> list[float]:
+        self.model.train()
+        total = torch.zeros(len(self.tasks), dtype=torch.float64)
+        rows = 0
+        for b in batches:
+            b = {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+            n = len(b[self.tasks[0]])
+            losses = self.train_batch(b)
+            if not torch.isfinite(losses).all():
+                raise FloatingPointError(f"loss is not finite ({losses.tolist()}) after {rows} rows of this epoch")
+            total += losses.double().cpu() * n
+            rows += n
+            if progress is not None:
+                progress(n)
+        mean = (total / max(rows, 1)).tolist()
+        self.core.weighting.end_epoch(mean)
+        return mean
+
+    @torch.no_grad()
+    def predict(self, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
+        """Probabilities per task (and ESMM's conditional ones), labels, users and items of every row."""
+        self.model.eval()
+        core = self.core
+        out: dict[str, list] = {"probs": [], "labels": [], "users": [], "items": [], "conditional": [], "rows": []}
+        user, item = core.user_column, core.item_column
+        for b in batches:
+            b = {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+            with self._autocast():
+                h = core.fusion(core.embed(b))
+                logits = core.mtl(h)
+                if isinstance(core.mtl, ESMM):
+                    out["conditional"].append(torch.sigmoid(core.mtl.conditional(h).float()).cpu().numpy())
+            out["probs"].append(torch.sigmoid(logits.float()).cpu().numpy())
+            if all(t in b for t in core.tasks):
+                out["labels"].append(torch.stack([b[t] for t in core.tasks], 1).float().cpu().numpy())
+            if user and user in b:
+                out["users"].append(b[user].cpu().numpy())
+            if item and item in b:
+                out["items"].append(b[item].cpu().numpy())
+            if "_row" in b:
+                out["rows"].append(b["_row"].cpu().numpy())
+        return {k: np.concatenate(v) for k, v in out.items() if v}
+
+
+def evaluate(split: str, pred: dict[str, np.ndarray], core: FusedModel, train_items: np.ndarray | None,
+             parents: dict[str, str]) -> dict[str, float]:
+    cold = None
+    if train_items is not None and "items" in pred:
+        cold = ~train_items[pred["items"]]
+    return task_metrics(split, core.tasks, pred["labels"], pred["probs"], users=pred.get("users"), cold=cold,
+                        parents=parents, conditional=pred.get("conditional"), esmm=isinstance(core.mtl, ESMM))
+
+
+@dataclass
+class LoopState:
+    """What the epoch loop carries from one epoch to the next (saved in every checkpoint)."""
+
+    epoch: int = 0
+    """The next epoch to run."""
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def update(self, metric: str, metrics: dict, patience: int) -> bool:
+        """Record an epoch's metrics; True when it is the best so far."""
+        value = metrics.get(metric)
+        improved = value is not None and better(metric, value, self.best)
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.history.append(dict(metrics))
+        self.epoch += 1
+        if patience and self.bad_epochs >= patience:
+            self.stopped_early = True
+        return improved
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "history": self.history, "stopped_early": self.stopped_early}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoopState":
+        return cls(**d)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2 ** 31)

@@ -1,0 +1,74 @@
+"""Training in this process, without Ray, over tensors already in memory.
+
+The reference of the speed benchmark (a plain PyTorch loop: the limit on one machine), and the
+fast path of tests that check what the model learns. It runs the same :class:`Trainer` step and
+:class:`LoopState` as the Ray worker; data-stream augmentation is not applied here (that is the
+Ray Data pipeline's job), in-model adversarial augmentation is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rectune.data.prepared import PreparedDataset
+from rectune.models.model import FusedModel, build_model, schema_fingerprint, side_data
+from rectune.train import checkpoint as ckpt
+from rectune.train.core import LoopState, Trainer, epoch_seed, evaluate
+from rectune.train.tensors import TensorRows, train_item_mask
+
+
+@dataclass
+class LocalRun:
+    model: FusedModel
+    trainer: Trainer
+    state: LoopState
+    best_weights: dict | None = None
+
+
+def funnel(ds: PreparedDataset, config) -> dict[str, str]:
+    parents = dict(ds.schema.task_parents)
+    if config["model.mtl"] == "esmm":
+        for item in config["model.mtl.parents"]:
+            child, _, parent = item.partition(":")
+            parents[child] = parent
+    return parents
+
+
+def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_from: str | Path | None = None,
+              checkpoint_to: str | Path | None = None, splits: tuple[str, ...] = ("valid",),
+              data: dict[str, TensorRows] | None = None) -> LocalRun:
+    """Train for ``epochs`` (default ``train.epochs``) more epochs, scoring ``splits`` after each."""
+    seed = config["train.seed"]
+    side = side_data(ds, config, seed)
+    model = build_model(ds, config, seed=seed, side=side)
+    trainer = Trainer(model, config)
+    state, best = LoopState(), None
+    if resume_from is not None:
+        meta = ckpt.read_state(resume_from)
+        model.load_state_dict(ckpt.load_weights(resume_from, "model"))
+        trainer.optimizer.load_state_dict(ckpt.load_optimizer(resume_from))
+        best = ckpt.load_weights(resume_from, "best")
+        state = LoopState.from_dict(meta["loop"])
+    data = data or {}
+    for split in ("train",) + tuple(splits):
+        if split not in data:
+            data[split] = TensorRows.from_split(ds, split)
+    items = train_item_mask(ds)
+    parents = funnel(ds, config)
+    stop_at = state.epoch + (epochs if epochs is not None else config["train.epochs"])
+    while state.epoch < stop_at and not state.stopped_early:
+        torch.manual_seed(epoch_seed(seed, state.epoch))
+        losses = trainer.train_epoch(data["train"].batches(config["train.batch_size"], seed=epoch_seed(seed, state.epoch)))
+        metrics = {f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)}
+        for split in splits:
+            pred = trainer.predict(data[split].batches(config["train.eval_batch_size"]))
+            metrics.update(evaluate(split, pred, model, items, parents))
+        if state.update(config["train.metric"], metrics, config["train.patience"]):
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if checkpoint_to is not None:
+        ckpt.save(checkpoint_to, model, trainer.optimizer, state.to_dict(), config.to_dict(),
+                  schema_fingerprint(ds.schema), best)
+    return LocalRun(model, trainer, state, best)

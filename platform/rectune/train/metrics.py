@@ -1,0 +1,113 @@
+"""Metrics per task, as the keys that reports, search spaces and results use.
+
+For a split ``s`` and a task ``t``:
+
+- ``s/t_auc``, ``s/t_logloss``;
+- ``s/t_gauc``: per-user AUC averaged with each user's impressions as weight, over users with both
+  a positive and a negative (needs the dataset's user field);
+- ``s/t_cold_auc``: AUC on the rows whose item never occurs in the training split;
+- ``s/t_cvr_auc`` for a task with a parent in the funnel: AUC on the rows where the parent is 1
+  (ESMM scores them with its conditional pCVR tower);
+- ``s/ctcvr_auc`` for ESMM: AUC of pCTR · pCVR against the child label on all impressions (this
+  is ESMM's ``s/<child>_auc``, reported under its usual name too);
+- ``s/mean_auc``: the mean of the tasks' AUCs (the default objective).
+
+A metric that cannot be computed (one class only, no cold rows) is left out, never reported as 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    y = np.asarray(y) > 0.5
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    r = rankdata(p)
+    return float((r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def logloss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(y, np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def gauc(users: np.ndarray, y: np.ndarray, p: np.ndarray) -> float | None:
+    """Impression-weighted mean of per-user AUCs (users with both classes), vectorised."""
+    users = np.asarray(users)
+    y = np.asarray(y) > 0.5
+    order = np.lexsort((p, users))
+    u, yy, pp = users[order], y[order], np.asarray(p)[order]
+    n = len(u)
+    if n == 0:
+        return None
+    # ranks within each user, ties averaged: runs of equal (user, score)
+    new_run = np.ones(n, bool)
+    new_run[1:] = (u[1:] != u[:-1]) | (pp[1:] != pp[:-1])
+    run_id = np.cumsum(new_run) - 1
+    run_start = np.flatnonzero(new_run)
+    run_end = np.append(run_start[1:], n)
+    new_user = np.ones(n, bool)
+    new_user[1:] = u[1:] != u[:-1]
+    user_id = np.cumsum(new_user) - 1
+    user_start = np.flatnonzero(new_user)
+    avg_rank = (run_start + run_end - 1) / 2.0 + 1.0  # global 1-based average position of the run
+    rank = avg_rank[run_id] - user_start[user_id]
+    k = len(user_start)
+    n_pos = np.bincount(user_id, weights=yy, minlength=k)
+    size = np.bincount(user_id, minlength=k).astype(np.float64)
+    n_neg = size - n_pos
+    r_pos = np.bincount(user_id, weights=rank * yy, minlength=k)
+    ok = (n_pos > 0) & (n_neg > 0)
+    if not ok.any():
+        return None
+    a = (r_pos[ok] - n_pos[ok] * (n_pos[ok] + 1) / 2) / (n_pos[ok] * n_neg[ok])
+    return float((a * size[ok]).sum() / size[ok].sum())
+
+
+def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.ndarray, users: np.ndarray | None = None,
+                 cold: np.ndarray | None = None, parents: dict[str, str] | None = None,
+                 conditional: np.ndarray | None = None, esmm: bool = False) -> dict[str, float]:
+    """``labels``/``probs`` ``[N, T]``; ``cold``: bool mask of rows with a cold item;
+    ``conditional``: ESMM's per-tower probabilities (pCVR for a child task)."""
+    out: dict[str, float] = {}
+    aucs = []
+    for i, t in enumerate(tasks):
+        y, p = labels[:, i], probs[:, i]
+        a = auc(y, p)
+        if a is not None:
+            out[f"{split}/{t}_auc"] = a
+            aucs.append(a)
+        out[f"{split}/{t}_logloss"] = logloss(y, p)
+        if users is not None:
+            g = gauc(users, y, p)
+            if g is not None:
+                out[f"{split}/{t}_gauc"] = g
+        if cold is not None and cold.any():
+            c = auc(y[cold], p[cold])
+            if c is not None:
+                out[f"{split}/{t}_cold_auc"] = c
+        parent = (parents or {}).get(t)
+        if parent is not None:
+            clicked = labels[:, tasks.index(parent)] > 0.5
+            src = conditional[:, i] if conditional is not None else p
+            c = auc(y[clicked], src[clicked])
+            if c is not None:
+                out[f"{split}/{t}_cvr_auc"] = c
+            if esmm and a is not None:
+                out[f"{split}/ctcvr_auc"] = a
+    if aucs:
+        out[f"{split}/mean_auc"] = float(np.mean(aucs))
+    return out
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    """Whether ``new`` improves on ``old`` for ``metric`` (losses go down, the rest go up)."""
+    if old is None:
+        return True
+    return new < old if metric.endswith("logloss") or metric.endswith("loss") else new > old

@@ -1,0 +1,141 @@
+"""``train_loop_per_worker``: what each Ray Train worker runs.
+
+Per epoch: set the epoch clock (the Data step's augmentation draws from (seed, epoch)), train on
+this worker's shard of the train stream, let rank 0 score valid and test, share its metrics and
+the stop decision with the other ranks, checkpoint (rank 0) and ``ray.train.report`` (every rank:
+the call is a barrier). A restarted worker group resumes from the last reported checkpoint.
+
+When no augmenter changes the rows from one epoch to the next, the worker pulls its shard once
+and re-shuffles it in memory each epoch by a permutation drawn from (seed, epoch, rank); with
+augmentation it iterates the stream every epoch. Evaluation splits are pulled once and kept.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rectune.train import checkpoint as ckpt
+from rectune.train.core import LoopState, Trainer, epoch_seed, evaluate
+from rectune.train.tensors import TensorRows
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from rectune.data.prepared import open_dataset
+    from rectune.models.model import build_model
+    from rectune.runconfig import RunConfig
+    from rectune.train.local import funnel
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    config = RunConfig(cfg["config"])
+    seed = config["train.seed"]
+    ds = open_dataset(cfg["data"])
+    model = build_model(ds, config, seed=seed, side=cfg["side"])
+    device = ray.train.torch.get_device() if cfg.get("use_gpu") else torch.device("cpu")
+    model.to(device)
+    trainer = Trainer(model, config, device, amp=config["train.amp"], distributed=world > 1)
+    state = LoopState()
+    best_weights = None
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            meta = ckpt.read_state(d)
+            model.load_state_dict(ckpt.load_weights(d, "model"))
+            trainer.optimizer.load_state_dict(ckpt.load_optimizer(d))
+            best_weights = ckpt.load_weights(d, "best")
+            state = LoopState.from_dict(meta["loop"])
+    elif world > 1:
+        import torch.distributed as dist
+
+        for p in model.state_dict().values():
+            dist.broadcast(p, 0)
+
+    progress = ray.get_actor(cfg["progress"]) if cfg.get("progress") and rank == 0 else None
+    clock = ray.get_actor(cfg["clock"]) if cfg.get("clock") else None
+    shard = ray.train.get_dataset_shard("train")
+    batch_size = config["train.batch_size"]
+    eval_bs = config["train.eval_batch_size"]
+    cache: TensorRows | None = None
+    evals: dict[str, TensorRows] = {}
+    metric, patience = config["train.metric"], config["train.patience"]
+    parents = funnel(ds, config)
+    train_items = cfg.get("train_items")
+    rows_done = 0
+
+    def tick(n: int) -> None:
+        nonlocal rows_done
+        rows_done += n
+        if progress is not None:
+            progress.update.remote(rows=rows_done)
+
+    while state.epoch < config["train.epochs"] and not state.stopped_early:
+        epoch = state.epoch
+        torch.manual_seed(epoch_seed(seed, epoch))
+        if clock is not None:
+            ray.get(clock.set.remote(epoch))
+        t0 = time.perf_counter()
+        rows_done = 0
+        if progress is not None:
+            progress.update.remote(epoch=epoch, rows=0)
+        if cfg["augmenting"]:
+            batches = shard.iter_torch_batches(batch_size=batch_size, drop_last=world > 1, prefetch_batches=2)
+        else:
+            if cache is None:
+                cache = TensorRows.from_batches(shard.iter_torch_batches(batch_size=eval_bs, prefetch_batches=2))
+                if world > 1:  # every rank must take the same number of steps (one all-reduce each)
+                    import torch.distributed as dist
+
+                    n = torch.tensor(len(cache))
+                    dist.all_reduce(n, op=dist.ReduceOp.MIN)
+                    cache = TensorRows({k: v[: int(n)] for k, v in cache.columns.items()})
+            batches = cache.batches(batch_size, seed=epoch_seed(seed, epoch) + rank)
+        losses = trainer.train_epoch(batches, progress=tick)
+        train_time = time.perf_counter() - t0
+        metrics: dict = {"epoch": epoch, "train/time_s": train_time}
+        metrics.update({f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)})
+        metrics.update({f"loss_weights/{t}": v for t, v in zip(trainer.tasks, model.weighting.current())})
+        payload = [None]
+        if rank == 0:
+            for split in cfg.get("eval_splits", ("valid", "test")):
+                if split not in evals:
+                    evals[split] = TensorRows.from_batches(
+                        ray.train.get_dataset_shard(split).iter_torch_batches(batch_size=eval_bs))
+                metrics.update(evaluate(split, trainer.predict(evals[split].batches(eval_bs)), model, train_items,
+                                        parents))
+            metrics["eval/time_s"] = time.perf_counter() - t0 - train_time
+            improved = state.update(metric, metrics, patience)
+            if improved:
+                best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            metrics.update({"best_epoch": state.best_epoch, f"best/{metric}": state.best,
+                            "stopped_early": state.stopped_early})
+            payload = [(metrics, state.to_dict())]
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.broadcast_object_list(payload, 0)
+            metrics, loop = payload[0]
+            if rank != 0:
+                state = LoopState.from_dict(loop)
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt.save(tmp, model, trainer.optimizer, state.to_dict(), cfg["config"], cfg["fingerprint"],
+                          best_weights, extra={"side_meta": cfg.get("side_meta", {}), "data": cfg["data"]})
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+        if progress is not None:
+            progress.update.remote(metrics=metrics)
+        fail_at = cfg.get("fail_once_after_epoch")
+        if fail_at is not None and epoch == fail_at and rank == 0:
+            marker = Path(cfg["fail_marker"])
+            if not marker.exists():
+                marker.write_text("failed once")
+                raise RuntimeError(f"injected failure after epoch {epoch} (test of resume)")

@@ -1,0 +1,48 @@
+"""Metrics against reference implementations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from rectune.train.metrics import auc, gauc, logloss, task_metrics
+
+
+def test_auc_and_logloss_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.random(5000) < 0.3
+    p = np.round(np.clip(y * 0.2 + rng.random(5000) * 0.8, 0, 1), 2)  # ties on purpose
+    assert auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert logloss(y, p) == pytest.approx(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)), rel=1e-9)
+    assert auc(np.zeros(10), p[:10]) is None
+
+
+def test_gauc_is_the_impression_weighted_mean_of_per_user_aucs():
+    rng = np.random.default_rng(1)
+    users = rng.integers(0, 50, 4000)
+    y = rng.random(4000) < 0.25
+    p = np.round(rng.random(4000) * 0.7 + y * 0.3, 2)
+    num = den = 0.0
+    for u in np.unique(users):
+        sel = users == u
+        if 0 < y[sel].sum() < sel.sum():
+            num += roc_auc_score(y[sel], p[sel]) * sel.sum()
+            den += sel.sum()
+    assert gauc(users, y, p) == pytest.approx(num / den, abs=1e-12)
+
+
+def test_task_metrics_keys_and_cold_rows():
+    rng = np.random.default_rng(2)
+    labels = np.stack([rng.random(1000) < 0.3, np.zeros(1000, bool)], 1).astype(np.float32)
+    labels[:, 1] = labels[:, 0] * (rng.random(1000) < 0.3)
+    probs = rng.random((1000, 2))
+    cold = np.arange(1000) < 200
+    m = task_metrics("valid", ["click", "conversion"], labels, probs, users=rng.integers(0, 20, 1000), cold=cold,
+                     parents={"conversion": "click"})
+    assert {"valid/click_auc", "valid/click_gauc", "valid/click_cold_auc", "valid/conversion_cvr_auc",
+            "valid/mean_auc", "valid/conversion_logloss"} <= set(m)
+    assert m["valid/click_cold_auc"] == pytest.approx(roc_auc_score(labels[:200, 0], probs[:200, 0]))
+    clicked = labels[:, 0] > 0
+    assert m["valid/conversion_cvr_auc"] == pytest.approx(roc_auc_score(labels[clicked, 1], probs[clicked, 1]))
+    assert "valid/ctcvr_auc" not in m  # only for ESMM

@@ -1,0 +1,155 @@
+"""The fused model learns with every plug-in, gradients reach every modality, ESMM multiplies its
+towers, resuming from a checkpoint equals an uninterrupted run, and bad settings are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rectune.batches import table_to_batch
+from rectune.data.prepared import open_dataset
+from rectune.errors import ConfigError, DataError
+from rectune.models.model import build_model
+from rectune.runconfig import RunConfig
+from rectune.train.local import fit_local
+from rectune.train.tensors import TensorRows
+
+FAST = {"train.epochs": 3, "train.patience": 0}
+
+CONFIGS = [
+    {},
+    {"model.fusion": "gate"},
+    {"model.fusion": "attention", "model.fusion.heads": 2},
+    {"model.fusion": "cross", "model.fusion.layers": 2},
+    {"model.mtl": "mmoe", "model.mtl.experts": 3},
+    {"model.mtl": "ple", "model.mtl.levels": 2},
+    {"model.mtl": "esmm"},
+    {"model.history": "attention"},
+    {"model.history": "none"},
+    {"model.kg": "mean"},
+    {"model.kg": "attention", "model.kg.pretrain": 1},
+    {"model.text_dim": 16},
+    {"loss.weighting": "uncertainty"},
+    {"loss.weighting": "gradnorm"},
+    {"loss.weighting": "dwa"},
+    {"augment.adversarial.method": "fgm", "augment.adversarial.eps": 0.1},
+    {"augment.adversarial.method": "pgd", "augment.adversarial.eps": 0.1, "augment.adversarial.steps": 2},
+]
+
+
+@pytest.fixture(scope="module")
+def world(text_world):
+    return open_dataset(text_world)
+
+
+@pytest.fixture(scope="module")
+def rows(world):
+    return {s: TensorRows.from_split(world, s) for s in ("train", "valid")}
+
+
+@pytest.mark.parametrize("sets", CONFIGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
+def test_every_plugin_trains_and_beats_a_constant(world, rows, sets):
+    run = fit_local(world, RunConfig({**FAST, **sets}), data=dict(rows))
+    last = run.state.history[-1]
+    # a constant predictor scores AUC 0.5 on every task
+    assert last["valid/click_auc"] > 0.56, last
+    assert last["valid/conversion_auc"] > 0.62, last
+    first_loss = run.state.history[0]["train/click_loss"]
+    assert last["train/click_loss"] < first_loss
+
+
+def test_gradients_reach_every_modality(world):
+    config = RunConfig({"model.text_dim": 16, "model.kg": "attention", "model.history": "attention",
+                        "model.fusion": "gate"})
+    model = build_model(world, config)
+    table = world.read_split("train").slice(0, 512)
+    batch = {k: torch.from_numpy(v) for k, v in table_to_batch(table, world.schema).items()}
+    assert set(model.modalities) == {"user", "item", "context", "behaviour", "text", "kg"}
+    logits = model(batch)
+    torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.stack([batch[t] for t in model.tasks], 1)).backward()
+    parts = {"embeddings": model.embeddings, "history": model.pool, "dense": model.dense_tokens,
+             "text": model.text, "graph": model.graph, "fusion": model.fusion, "towers": model.mtl}
+    for name, module in parts.items():
+        grads = [p.grad for p in module.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+    # the history's item rows receive gradient through the shared item table
+    hist_codes = batch["hist_items"][batch["hist_items"] > 0].unique()
+    off = model.embeddings.offsets["hist_items"]
+    assert model.embeddings.offsets["item_id"] == off
+    assert model.embeddings.table.weight.grad[hist_codes.long() + off].abs().sum(1).gt(0).float().mean() > 0.9
+
+
+def test_esmm_ctcvr_is_the_product_of_its_towers(world, rows):
+    run = fit_local(world, RunConfig({"train.epochs": 1, "model.mtl": "esmm"}), data=dict(rows))
+    pred = run.trainer.predict(rows["valid"].batches(4096))
+    click, conv = run.model.tasks.index("click"), run.model.tasks.index("conversion")
+    ctr, cvr = pred["conditional"][:, click], pred["conditional"][:, conv]
+    np.testing.assert_allclose(pred["probs"][:, conv], ctr * cvr, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(pred["probs"][:, click], ctr, rtol=1e-5)
+    assert run.state.history[-1]["valid/ctcvr_auc"] == run.state.history[-1]["valid/conversion_auc"]
+
+
+@pytest.mark.parametrize("sets", [{}, {"loss.weighting": "dwa", "model.mtl": "mmoe", "model.dropout": 0.2}])
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(world, rows, tmp_path, sets):
+    config = {"train.patience": 0, **sets}
+    straight = fit_local(world, RunConfig({**config, "train.epochs": 3}), data=dict(rows))
+    fit_local(world, RunConfig({**config, "train.epochs": 3}), epochs=2, checkpoint_to=tmp_path / "ck", data=dict(rows))
+    resumed = fit_local(world, RunConfig({**config, "train.epochs": 3}), epochs=1, resume_from=tmp_path / "ck",
+                        data=dict(rows))
+    assert resumed.state.epoch == 3 and len(resumed.state.history) == 3
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
+    assert resumed.state.history == straight.state.history
+
+
+def test_leaking_configs_are_refused(world, leaky_world):
+    with pytest.raises(ConfigError, match="model.features: 'click' is a task label"):
+        build_model(world, RunConfig({"model.features": ["user_id", "click"]}))
+    with pytest.raises(ConfigError, match="field 'clicked' reproduces the label 'click'.*a leak"):
+        build_model(open_dataset(leaky_world), RunConfig())
+    # leaving the leaking field out is accepted
+    fields = [f.name for f in open_dataset(leaky_world).schema.row_fields if f.name != "clicked"]
+    build_model(open_dataset(leaky_world), RunConfig({"model.features": fields}))
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"model.fusoin": "cross"}, r"unknown config key 'model.fusoin' \(did you mean 'model.fusion'\?\); valid keys: .*model.mtl"),
+    ({"model.fusion": "transformer"}, r"model.fusion: 'transformer' is not one of \['attention', 'concat', 'cross', 'gate'\]"),
+    ({"model.mtl": "aitm"}, r"model.mtl: 'aitm' is not one of"),
+    ({"model.mtl.experts": 0}, r"model.mtl.experts: 0 is out of range"),
+    ({"loss.weights.like": 2.0}, r"loss.weights.like: the dataset has no task 'like'; tasks: click, conversion"),
+    ({"model.features": ["user_id", "colour"]}, r"model.features: no field 'colour'"),
+])
+def test_bad_settings_are_one_line_errors(world, sets, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(world, RunConfig(sets))
+
+
+def test_dataset_dependent_errors(small_world, world):
+    plain = open_dataset(small_world)
+    with pytest.raises(ConfigError, match="model.text_dim: needs item-text embeddings; run `rectune data embed-text"):
+        build_model(plain, RunConfig({"model.text_dim": 8}))
+    with pytest.raises(ConfigError, match="model.kg.relations: unknown relation 'sequel'"):
+        build_model(world, RunConfig({"model.kg": "mean", "model.kg.relations": ["sequel"]}))
+    with pytest.raises(ConfigError, match="model.mtl.parents: 'click:like' is not child:parent"):
+        build_model(world, RunConfig({"model.mtl": "esmm", "model.mtl.parents": ["click:like"]}))
+
+
+def test_config_files_nested_and_flat(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  fusion: {name: cross, layers: 2}\n  mtl: mmoe\nmodel.mtl.experts: 6\nloss:\n  weights: {click: 2}\n")
+    c = RunConfig.from_file(f)
+    assert (c["model.fusion"], c["model.fusion.layers"], c["model.mtl"], c["model.mtl.experts"]) == ("cross", 2, "mmoe", 6)
+    assert c["loss.weights.click"] == 2.0 and c["loss.weights.conversion"] == 1.0
+    f.write_text("model:\n  fusion: [oops\n")
+    with pytest.raises(DataError, match=r"c.yaml: not valid YAML at line \d"):
+        RunConfig.from_file(f)
+    f.write_text("model:\n  emb_dimm: 8\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'model.emb_dimm' \(did you mean 'model.emb_dim'"):
+        RunConfig.from_file(f)
+    # what a run writes, a run reads as it is
+    c.dump(tmp_path / "out.yaml")
+    assert RunConfig.from_file(tmp_path / "out.yaml").to_dict() == c.to_dict()
