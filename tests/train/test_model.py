@@ -153,3 +153,9 @@ def test_config_files_nested_and_flat(tmp_path):
     # what a run writes, a run reads as it is
     c.dump(tmp_path / "out.yaml")
     assert RunConfig.from_file(tmp_path / "out.yaml").to_dict() == c.to_dict()
+
+
+def test_an_unknown_metric_is_refused(world):
+    with pytest.raises(ConfigError, match=r"train.metric: 'valid/clik_auc' is not a metric of this dataset \(did you "
+                                          r"mean 'valid/click_auc'\?\)"):
+        build_model(world, RunConfig({"train.metric": "valid/clik_auc"}))

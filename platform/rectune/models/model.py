@@ -189,6 +189,9 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
     features = feature_fields(schema, mp.features)
     check_no_leak(ds, features)
     config.task_weights(schema.tasks)
+    from rectune.train.metrics import check_metric
+
+    check_metric("train.metric", config["train.metric"], schema.tasks)
     out: dict = {"features": features}
     needs_item = mp.text_dim > 0 or config["model.kg"] != "none"
     if needs_item and (schema.item_field is None or schema.item_field not in features):

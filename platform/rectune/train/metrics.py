@@ -106,6 +106,20 @@ def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.nda
     return out
 
 
+SUFFIXES = ("auc", "gauc", "logloss", "cold_auc", "cvr_auc")
+
+
+def check_metric(key: str, metric: str, tasks: list[str]) -> None:
+    """``metric`` must be a valid-split metric these tasks can produce (``valid/click_auc`` ...)."""
+    valid = ["valid/mean_auc", "valid/ctcvr_auc"] + [f"valid/{t}_{s}" for t in tasks for s in SUFFIXES]
+    if metric not in valid:
+        from rectune.errors import ConfigError, closest
+
+        close = closest(metric, valid)
+        hint = f" (did you mean '{close}'?)" if close else ""
+        raise ConfigError(f"{key}: '{metric}' is not a metric of this dataset{hint}; expected one of {', '.join(valid)}")
+
+
 def better(metric: str, new: float, old: float | None) -> bool:
     """Whether ``new`` improves on ``old`` for ``metric`` (losses go down, the rest go up)."""
     if old is None:

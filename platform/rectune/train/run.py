@@ -63,6 +63,10 @@ def start_ray(address: str | None, cpus: int | None = None) -> bool:
     """Connect to ``address`` or start a local Ray; True when this call started it."""
     import ray
 
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     if ray.is_initialized():
         return False
     if address:
