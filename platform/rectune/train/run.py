@@ -103,7 +103,7 @@ def make_trainer(ds: PreparedDataset, config: RunConfig, inputs: dict, storage: 
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from rectune.pipeline import EpochClock, ResourcePlan, stream
+    from rectune.pipeline import EpochClock, ResourcePlan, data_config, stream
 
     res = ray.cluster_resources()
     plan = ResourcePlan.for_cluster(res.get("CPU", 1), res.get("GPU", 0), trials=trials, workers=workers,
@@ -123,7 +123,7 @@ def make_trainer(ds: PreparedDataset, config: RunConfig, inputs: dict, storage: 
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=data_config(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures)),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from rectune.pipeline import torch_batches
 from rectune.train import checkpoint as ckpt
 from rectune.train.core import LoopState, Trainer, epoch_seed, evaluate
 from rectune.train.tensors import TensorRows
@@ -86,10 +87,10 @@ def train_loop_per_worker(cfg: dict) -> None:
         if progress is not None:
             progress.update.remote(epoch=epoch, rows=0)
         if cfg["augmenting"]:
-            batches = shard.iter_torch_batches(batch_size=batch_size, drop_last=world > 1, prefetch_batches=2)
+            batches = torch_batches(shard, batch_size, drop_last=world > 1, prefetch_batches=2)
         else:
             if cache is None:
-                cache = TensorRows.from_batches(shard.iter_torch_batches(batch_size=eval_bs, prefetch_batches=2))
+                cache = TensorRows.from_batches(torch_batches(shard, eval_bs, prefetch_batches=2))
                 if world > 1:  # every rank must take the same number of steps (one all-reduce each)
                     import torch.distributed as dist
 
@@ -106,8 +107,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         if rank == 0:
             for split in cfg.get("eval_splits", ("valid", "test")):
                 if split not in evals:
-                    evals[split] = TensorRows.from_batches(
-                        ray.train.get_dataset_shard(split).iter_torch_batches(batch_size=eval_bs))
+                    evals[split] = TensorRows.from_batches(torch_batches(ray.train.get_dataset_shard(split), eval_bs))
                 metrics.update(evaluate(split, trainer.predict(evals[split].batches(eval_bs)), model, train_items,
                                         parents))
             metrics["eval/time_s"] = time.perf_counter() - t0 - train_time
