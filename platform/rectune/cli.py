@@ -259,6 +259,21 @@ def bench_augment(dataset: Path, sets: tuple[str, ...], batch_size: int, repeat:
     run(dataset, parse_sets(sets) or None, batch_size=batch_size, repeat=repeat, cpus=counts)
 
 
+@bench.command("gan", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--steps", default=600, show_default=True, type=click.IntRange(min=1), help="GAN training steps")
+@click.option("--top", default=256, show_default=True, type=click.IntRange(min=2),
+              help="codes kept per sparse field (the rest share one 'other' bucket)")
+@click.option("--ratio", default=1.0, show_default=True, type=click.FloatRange(min=0.01, max=10))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--cached", is_flag=True, help="reuse a cached GAN instead of training one in a fresh cache")
+def bench_gan(dataset: Path, steps: int, top: int, ratio: float, seed: int, cached: bool) -> None:
+    """Synthetic generators (gan, interpolate, uniform) compared by their statistics against real rows."""
+    from rectune.bench.gan import run
+
+    run(dataset, steps=steps, top=top, ratio=ratio, seed=seed, fresh=not cached)
+
+
 # ---------------------------------------------------------------------------------------------
 def _run_config(config_file: Path | None, sets: tuple[str, ...]):
     from rectune.config import parse_sets
