@@ -46,3 +46,16 @@ def test_task_metrics_keys_and_cold_rows():
     clicked = labels[:, 0] > 0
     assert m["valid/conversion_cvr_auc"] == pytest.approx(roc_auc_score(labels[clicked, 1], probs[clicked, 1]))
     assert "valid/ctcvr_auc" not in m  # only for ESMM
+
+
+def test_cold_items_follow_the_rule_of_describe(small_world):
+    from rectune.data.describe import describe
+    from rectune.data.prepared import open_dataset
+    from rectune.train.tensors import train_item_mask
+
+    ds = open_dataset(small_world)
+    warm = train_item_mask(ds)
+    test_items = ds.read_split("test", columns=[ds.schema.item_field]).column(0).to_numpy()
+    share = float((~warm[test_items]).mean())
+    assert 0 < share < 1
+    assert share == pytest.approx(describe(small_world)["cold_items"]["test_rows_cold_share"])

@@ -13,7 +13,19 @@ from rectune.data.prepared import open_dataset
 from rectune.data.schema import SPLITS
 
 
-def describe(path: str | Path, cold_threshold: int = 5) -> dict:
+COLD_THRESHOLD = 5
+"""An item is *cold* with fewer training positives (of the first task) than this: describe's
+shares and the ``cold_auc`` metrics use the same rule."""
+
+
+def item_positive_counts(train, schema) -> np.ndarray:
+    """Positives of the first task per item code in the training table ``train``."""
+    item = schema.item_field
+    pos = train.column(item).to_numpy()[train.column(schema.tasks[0]).to_numpy() == 1]
+    return np.bincount(pos, minlength=schema.field(item).vocab_size)
+
+
+def describe(path: str | Path, cold_threshold: int = COLD_THRESHOLD) -> dict:
     """Rows, task rates, field cardinalities, relations and cold test rows of a prepared dataset.
 
     A test row's item is *cold* when it has fewer than ``cold_threshold`` positives of the first
@@ -61,9 +73,7 @@ def describe(path: str | Path, cold_threshold: int = 5) -> dict:
     if schema.item_field:
         item = schema.item_field
         train, test = tables["train"], tables["test"]
-        vocab = schema.field(item).vocab_size
-        pos = train.column(item).to_numpy()[train.column(first_task).to_numpy() == 1]
-        counts = np.bincount(pos, minlength=vocab)
+        counts = item_positive_counts(train, schema)
         test_items = test.column(item).to_numpy()
         test_pos = test.column(first_task).to_numpy() == 1
         cold = counts[test_items] < cold_threshold

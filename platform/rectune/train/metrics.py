@@ -5,7 +5,8 @@ For a split ``s`` and a task ``t``:
 - ``s/t_auc``, ``s/t_logloss``;
 - ``s/t_gauc``: per-user AUC averaged with each user's impressions as weight, over users with both
   a positive and a negative (needs the dataset's user field);
-- ``s/t_cold_auc``: AUC on the rows whose item never occurs in the training split;
+- ``s/t_cold_auc``: AUC on the rows whose item is cold: fewer than 5 positives of the first task
+  in the training split (``data.describe.COLD_THRESHOLD``, the rule of ``rectune data describe``);
 - ``s/t_cvr_auc`` for a task with a parent in the funnel: AUC on the rows where the parent is 1
   (ESMM scores them with its conditional pCVR tower);
 - ``s/ctcvr_auc`` for ESMM: AUC of pCTR · pCVR against the child label on all impressions (this

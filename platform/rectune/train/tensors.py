@@ -61,11 +61,12 @@ class TensorRows:
 
 
 def train_item_mask(ds) -> np.ndarray | None:
-    """``bool[n_items]``: whether each item code occurs in the training split (for cold-item AUC)."""
+    """``bool[n_items]``: whether each item code is warm, i.e. has at least ``COLD_THRESHOLD``
+    positives of the first task in the training split (the rest are cold, as in ``describe``)."""
+    from rectune.data.describe import COLD_THRESHOLD, item_positive_counts
+
     item = ds.schema.item_field
     if item is None:
         return None
-    codes = ds.read_split("train", columns=[item]).column(item).to_numpy()
-    mask = np.zeros(ds.schema.field(item).vocab_size, bool)
-    mask[codes] = True
-    return mask
+    train = ds.read_split("train", columns=[item, ds.schema.tasks[0]])
+    return item_positive_counts(train, ds.schema) >= COLD_THRESHOLD
