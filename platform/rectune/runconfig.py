@@ -91,6 +91,9 @@ class TrainParams(Params):
                           low=0, high=1000)
     metric: str = param("valid/mean_auc", "the metric that picks the best epoch and stops early "
                         "(valid/<task>_auc, valid/mean_auc, valid/<task>_logloss ...)")
+    metric_weights: list[str] = param(None, "metric:weight items whose weighted mean is reported as valid/weighted "
+                                      "(valid/weighted_loss for losses), e.g. valid/click_auc:0.7",
+                                      default_factory=list)
     seed: int = param(0, "seed of the model's initialisation, the shuffles and the augmentation", low=0)
     amp: bool = param(True, "mixed precision (bfloat16 autocast) when the run has GPUs")
     eval_batch_size: int = param(8192, "rows per batch when scoring valid and test", low=8, high=1 << 22)

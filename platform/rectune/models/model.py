@@ -189,9 +189,13 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
     features = feature_fields(schema, mp.features)
     check_no_leak(ds, features)
     config.task_weights(schema.tasks)
-    from rectune.train.metrics import check_metric
+    from rectune.errors import ConfigError
+    from rectune.train.metrics import WEIGHTED, check_metric, metric_weights
 
     check_metric("train.metric", config["train.metric"], schema.tasks)
+    weights = metric_weights(config, schema.tasks)
+    if config["train.metric"].startswith(WEIGHTED) and not weights:
+        raise ConfigError(f"train.metric: '{config['train.metric']}' needs train.metric_weights (metric:weight items)")
     out: dict = {"features": features}
     needs_item = mp.text_dim > 0 or config["model.kg"] != "none"
     if needs_item and (schema.item_field is None or schema.item_field not in features):

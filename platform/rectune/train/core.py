@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from rectune.models.model import FusedModel
 from rectune.models.mtl import ESMM
-from rectune.train.metrics import better, task_metrics
+from rectune.train.metrics import better, task_metrics, weighted
 
 Batch = dict[str, torch.Tensor]
 
@@ -167,12 +167,15 @@ class Trainer:
 
 
 def evaluate(split: str, pred: dict[str, np.ndarray], core: FusedModel, train_items: np.ndarray | None,
-             parents: dict[str, str]) -> dict[str, float]:
+             parents: dict[str, str], weights: dict[str, float] | None = None) -> dict[str, float]:
+    """The split's metrics; ``weights`` (``train.metric_weights`` parsed) adds ``<split>/weighted``."""
     cold = None
     if train_items is not None and "items" in pred:
         cold = ~train_items[pred["items"]]
-    return task_metrics(split, core.tasks, pred["labels"], pred["probs"], users=pred.get("users"), cold=cold,
-                        parents=parents, conditional=pred.get("conditional"), esmm=isinstance(core.mtl, ESMM))
+    out = task_metrics(split, core.tasks, pred["labels"], pred["probs"], users=pred.get("users"), cold=cold,
+                       parents=parents, conditional=pred.get("conditional"), esmm=isinstance(core.mtl, ESMM))
+    out.update(weighted(split, out, weights or {}))
+    return out
 
 
 @dataclass

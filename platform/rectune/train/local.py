@@ -8,6 +8,7 @@ Ray Data pipeline's job), in-model adversarial augmentation is.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from rectune.data.prepared import PreparedDataset
 from rectune.models.model import FusedModel, build_model, schema_fingerprint, side_data
 from rectune.train import checkpoint as ckpt
 from rectune.train.core import LoopState, Trainer, epoch_seed, evaluate
+from rectune.train.metrics import metric_weights
 from rectune.train.tensors import TensorRows, train_item_mask
 
 
@@ -58,14 +60,17 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
             data[split] = TensorRows.from_split(ds, split)
     items = train_item_mask(ds)
     parents = funnel(ds, config)
+    weights = metric_weights(config, ds.schema.tasks)
     stop_at = state.epoch + (epochs if epochs is not None else config["train.epochs"])
     while state.epoch < stop_at and not state.stopped_early:
         torch.manual_seed(epoch_seed(seed, state.epoch))
+        t0 = time.perf_counter()
         losses = trainer.train_epoch(data["train"].batches(config["train.batch_size"], seed=epoch_seed(seed, state.epoch)))
-        metrics = {f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)}
+        metrics = {"train/time_s": time.perf_counter() - t0}
+        metrics.update({f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)})
         for split in splits:
             pred = trainer.predict(data[split].batches(config["train.eval_batch_size"]))
-            metrics.update(evaluate(split, pred, model, items, parents))
+            metrics.update(evaluate(split, pred, model, items, parents, weights))
         if state.update(config["train.metric"], metrics, config["train.patience"]):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if checkpoint_to is not None:

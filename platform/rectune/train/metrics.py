@@ -108,11 +108,56 @@ def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.nda
 
 
 SUFFIXES = ("auc", "gauc", "logloss", "cold_auc", "cvr_auc")
+WEIGHTED = "valid/weighted"
+"""A weighted sum of valid metrics (``train.metric_weights``); ``valid/weighted_loss`` when they are losses."""
+
+
+def parse_weights(key: str, items: list[str], tasks: list[str]) -> dict[str, float]:
+    """``["valid/click_auc:0.7", ...]`` -> ``{"valid/click_auc": 0.7, ...}``, every name and weight checked."""
+    from rectune.errors import ConfigError
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, w = str(item).rpartition(":")
+        try:
+            weight = float(w) if sep else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if not weight >= 0:
+            raise ConfigError(f"{key}: '{item}': expected metric:weight with a weight >= 0, e.g. valid/click_auc:0.7")
+        check_metric(key, name, tasks)
+        if name.startswith(WEIGHTED):
+            raise ConfigError(f"{key}: '{item}': a weighted metric cannot weigh itself")
+        out[name] = weight
+    if out and len({better(m, 1.0, 0.0) for m in out}) > 1:
+        raise ConfigError(f"{key}: mixes metrics to maximise and to minimise; use one direction")
+    return out
+
+
+def metric_weights(config, tasks: list[str]) -> dict[str, float]:
+    """A run configuration's ``train.metric_weights``, parsed and checked."""
+    return parse_weights("train.metric_weights", config["train.metric_weights"], tasks)
+
+
+def weighted(split: str, metrics: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+    """``<split>/weighted`` (or ``_loss``): the weighted sum of the split's metrics named in ``weights``
+    (given as valid metrics); left out when one of them is missing."""
+    if not weights:
+        return {}
+    total = 0.0
+    for name, w in weights.items():
+        value = metrics.get(split + name[len("valid"):])
+        if value is None:
+            return {}
+        total += w * value
+    losses = not better(next(iter(weights)), 1.0, 0.0)
+    return {f"{split}/weighted{'_loss' if losses else ''}": total / sum(weights.values())}
 
 
 def check_metric(key: str, metric: str, tasks: list[str]) -> None:
     """``metric`` must be a valid-split metric these tasks can produce (``valid/click_auc`` ...)."""
-    valid = ["valid/mean_auc", "valid/ctcvr_auc"] + [f"valid/{t}_{s}" for t in tasks for s in SUFFIXES]
+    valid = ["valid/mean_auc", "valid/ctcvr_auc", WEIGHTED, WEIGHTED + "_loss"] + [
+        f"valid/{t}_{s}" for t in tasks for s in SUFFIXES]
     if metric not in valid:
         from rectune.errors import ConfigError, closest
 

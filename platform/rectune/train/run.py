@@ -72,8 +72,9 @@ def start_ray(address: str | None, cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
         return False
-    ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
+    # address="local": always a new private Ray, even when a `ray start --head` runs on this machine
+    ray.init(address="local", num_cpus=cpus or os.cpu_count(), include_dashboard=False,
+             dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
     return True
 
 
@@ -97,8 +98,8 @@ def _in_model(name: str) -> bool:
 
 def make_trainer(ds: PreparedDataset, config: RunConfig, inputs: dict, storage: Path, name: str, workers: int = 1,
                  use_gpu: bool = False, trials: int = 1, max_failures: int = 1, clock_id: str | None = None,
-                 extra: dict | None = None):
-    """A TorchTrainer for one run (also what a Tune trial driver builds)."""
+                 extra: dict | None = None, callbacks: list | None = None):
+    """A TorchTrainer for one run (also what a Tune trial driver builds, with Tune's report callback)."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -124,7 +125,7 @@ def make_trainer(ds: PreparedDataset, config: RunConfig, inputs: dict, storage: 
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         datasets=datasets,
         dataset_config=data_config(datasets_to_split=["train"]),
-        run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
+        run_config=ray.train.RunConfig(name=name, storage_path=str(storage), callbacks=callbacks,
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures)),
     )

@@ -12,6 +12,7 @@ augmentation it iterates the stream every epoch. Evaluation splits are pulled on
 
 from __future__ import annotations
 
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from rectune.pipeline import torch_batches
 from rectune.train import checkpoint as ckpt
 from rectune.train.core import LoopState, Trainer, epoch_seed, evaluate
+from rectune.train.metrics import metric_weights
 from rectune.train.tensors import TensorRows
 
 
@@ -68,6 +70,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     evals: dict[str, TensorRows] = {}
     metric, patience = config["train.metric"], config["train.patience"]
     parents = funnel(ds, config)
+    weights = metric_weights(config, ds.schema.tasks)
     train_items = cfg.get("train_items")
     rows_done = 0
 
@@ -100,7 +103,8 @@ def train_loop_per_worker(cfg: dict) -> None:
             batches = cache.batches(batch_size, seed=epoch_seed(seed, epoch) + rank)
         losses = trainer.train_epoch(batches, progress=tick)
         train_time = time.perf_counter() - t0
-        metrics: dict = {"epoch": epoch, "train/time_s": train_time}
+        metrics: dict = {"epoch": epoch, "train/time_s": train_time,
+                         "train/max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         metrics.update({f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)})
         metrics.update({f"loss_weights/{t}": v for t, v in zip(trainer.tasks, model.weighting.current())})
         payload = [None]
@@ -109,13 +113,19 @@ def train_loop_per_worker(cfg: dict) -> None:
                 if split not in evals:
                     evals[split] = TensorRows.from_batches(torch_batches(ray.train.get_dataset_shard(split), eval_bs))
                 metrics.update(evaluate(split, trainer.predict(evals[split].batches(eval_bs)), model, train_items,
-                                        parents))
+                                        parents, weights))
             metrics["eval/time_s"] = time.perf_counter() - t0 - train_time
             improved = state.update(metric, metrics, patience)
             if improved:
                 best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             metrics.update({"best_epoch": state.best_epoch, f"best/{metric}": state.best,
                             "stopped_early": state.stopped_early})
+            if state.best_epoch >= 0:  # other metrics at the best epoch (a multi-objective search's values)
+                at_best = state.history[state.best_epoch]
+                metrics.update({f"best/{k}": at_best[k] for k in cfg.get("report_best", ()) if k in at_best})
+            if cfg.get("report_placement_group"):  # a Tune trial: its driver removes it when the trial ends
+                pg = ray.util.get_current_placement_group()
+                metrics["trial/placement_group"] = pg.id.hex() if pg is not None else ""
             payload = [(metrics, state.to_dict())]
         if world > 1:
             import torch.distributed as dist
