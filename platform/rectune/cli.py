@@ -35,6 +35,8 @@ def main() -> None:
     Start with:   rectune quickstart
     Data:         rectune data --help
     Augmentation: rectune augment --help
+    Training:     rectune train --help, rectune keys
+    Tuning:       rectune tune --help
     Benchmarks:   rectune bench --help
     """
 
@@ -274,6 +276,38 @@ def bench_gan(dataset: Path, steps: int, top: int, ratio: float, seed: int, cach
     run(dataset, steps=steps, top=top, ratio=ratio, seed=seed, fresh=not cached)
 
 
+@bench.command("train", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="seeds 0..N-1, every side")
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(min=1),
+              help="epochs per run (best epoch on valid)")
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=8))
+@click.option("--emb", default=16, show_default=True, type=click.IntRange(min=2), help="embedding width")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam lr")
+@click.option("--peer-python", default=None, type=click.Path(path_type=Path),
+              help="python of the peer environment (make bench-peers: .venv-peers/bin/python); without it the "
+                   "torch-rechub side is skipped")
+@click.option("--peer-without-history/--no-peer-without-history", default=True, show_default=True,
+              help="also run torch-rechub without the behaviour history")
+@SET
+@click.option("--variant", "variants", multiple=True, metavar="KEY=VALUE[;KEY=VALUE]",
+              help="an extra rectune configuration, run by the plain loop for its AUC (repeatable)")
+@click.option("--no-ray", is_flag=True, help="skip the Ray Train side")
+def bench_train(dataset: Path, seeds: int, epochs: int, batch_size: int, emb: int, lr: float, peer_python: Path | None,
+                peer_without_history: bool, sets: tuple[str, ...], variants: tuple[str, ...], no_ray: bool) -> None:
+    """MMoE training: Ray Train vs a plain PyTorch loop (epoch time) and vs torch-rechub (samples/s, test AUC).
+
+    Same rows, settings and seeds on every side, no augmentation. --set changes every rectune side.
+    """
+    from rectune.bench.train import run
+    from rectune.config import parse_sets
+
+    extra = {v: parse_sets(v.split(";"), "--variant") for v in variants}
+    run(dataset, seeds=seeds, epochs=epochs, batch_size=batch_size, emb=emb, lr=lr, peer_python=peer_python,
+        sets=parse_sets(sets) or None, variants=extra or None, peer_without_history=peer_without_history,
+        ray_side=not no_ray)
+
+
 # ---------------------------------------------------------------------------------------------
 def _run_config(config_file: Path | None, sets: tuple[str, ...]):
     from rectune.config import parse_sets
@@ -314,6 +348,33 @@ def train_cmd(data_dir: Path, config_file: Path | None, sets: tuple[str, ...], w
     console.print(f"best epoch {result.metrics['best_epoch']}: " + ", ".join(
         f"{k} {v:.4f}" for k, v in best.items() if k.endswith("_auc") and k.startswith(("valid/", "test/"))))
     console.print(f"run folder: {result.out}")
+
+
+@main.command("tune", context_settings=CONTEXT)
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="a prepared dataset")
+@click.option("--space", "space_file", required=True, type=click.Path(path_type=Path),
+              help="a search space YAML (search_spaces/*.yaml)")
+@click.option("--name", required=True, help="the campaign's name (its folder and its study)")
+@click.option("--trials", default=None, type=click.IntRange(min=1), help="trial budget (default: the space's)")
+@click.option("--address", default=None, help="a running Ray cluster (auto or ray://...); default: start a local Ray")
+@click.option("--storage", default=None,
+              help="where campaigns live: a folder or a URI such as s3://bucket/campaigns "
+                   "(default $RECTUNE_STORAGE or ./campaigns)")
+@click.option("--study-db", default=None,
+              help="SQLAlchemy URL of the Optuna study's database (default $RECTUNE_STUDY_DB or SQLite in the "
+                   "campaign folder), e.g. postgresql://user@host:5432/db")
+@click.option("--resume", is_flag=True, help="continue the campaign NAME where it stopped")
+def tune_cmd(data_dir: Path, space_file: Path, name: str, trials: int | None, address: str | None,
+             storage: str | None, study_db: str | None, resume: bool) -> None:
+    """Run a tuning campaign: Ray Tune trials, each a Ray Train run, searched by Optuna, stopped
+    early by ASHA; prints the best trials."""
+    from rectune.tune.campaign import run_campaign
+
+    result = run_campaign(data_dir, space_file, name, storage=storage, trials=trials, address=address,
+                          study_db=study_db, resume=resume)
+    if result.status != "finished":
+        click.echo(f"campaign {name} {result.status}; continue it with --resume", err=True)
+        sys.exit(1)
 
 
 @main.command("predict", context_settings=CONTEXT)

@@ -1,0 +1,1 @@
+"""Tuning campaigns: search spaces (``space``) and Ray Tune + Optuna campaigns (``campaign``)."""

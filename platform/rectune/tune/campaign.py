@@ -1,0 +1,493 @@
+"""Tuning campaigns: Ray Tune trials, each driving a Ray Train run, searched by Optuna.
+
+Campaign folder (``<storage>/<name>``)::
+
+    campaign.json   name, dataset, status (running / finished / interrupted / failed), times,
+                    the study's database URL (without password) and name, the space's fingerprint
+    space.yaml      the resolved search space (every default written out)
+    study.db        the Optuna study (SQLite), unless --study-db names another database
+    tune/           the Ray Tune experiment (trial results, searcher and scheduler state)
+    train/          one Ray Train run per trial, ``train-<trial id>`` (checkpoints every epoch)
+
+Each Tune trial runs :func:`trial_driver`, a function trainable at a hundredth of a CPU that
+builds a ``TorchTrainer`` (``train.run.make_trainer``) named after the trial id, so a retried
+trial resumes from its own last checkpoint; the workers' reports reach Tune through
+``TuneReportCallback``. ``OptunaSearch`` keeps the study in a real database; ASHA stops poor trials
+early; failed trials are retried (``FailureConfig``). ``--resume`` restores the Tune experiment
+(searcher state included) and goes on with the same study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray.tune
+from ray.tune.search.optuna import OptunaSearch
+from rich.console import Console
+from rich.table import Table
+
+from rectune.errors import ConfigError, RectuneError
+from rectune.tune.space import SearchSpace, load, metric_mode
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+DEFAULT_STORAGE = "campaigns"
+STORAGE_ENV = "RECTUNE_STORAGE"
+STUDY_DB_ENV = "RECTUNE_STUDY_DB"
+DRIVER_CPUS = 0.01
+TRIAL_RETRIES = 2
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+@dataclass
+class CampaignFolder:
+    """Where a campaign lives: a local folder or a URI (``s3://...``) read through pyarrow."""
+
+    storage: str
+    name: str
+
+    def __post_init__(self):
+        if not NAME.match(self.name):
+            raise ConfigError(f"--name '{self.name}': expected letters, digits, '_', '.', '-' (at most 100, "
+                              f"starting with a letter or digit)")
+        if not _is_uri(self.storage):
+            self.storage = str(Path(self.storage).expanduser().resolve())
+
+    @property
+    def root(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+    @property
+    def local(self) -> Path | None:
+        return None if _is_uri(self.storage) else Path(self.root)
+
+    def _fs(self):
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(self.root)
+
+    def read(self, name: str) -> str | None:
+        if self.local is not None:
+            p = self.local / name
+            return p.read_text() if p.is_file() else None
+        fs, base = self._fs()
+        import pyarrow.fs
+
+        if fs.get_file_info(f"{base}/{name}").type != pyarrow.fs.FileType.File:
+            return None
+        with fs.open_input_stream(f"{base}/{name}") as f:
+            return f.read().decode()
+
+    def write(self, name: str, text: str) -> None:
+        """Whole file or nothing (a local temp file renamed over the old one)."""
+        if self.local is not None:
+            self.local.mkdir(parents=True, exist_ok=True)
+            tmp = self.local / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, self.local / name)
+            return
+        fs, base = self._fs()
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(f"{base}/{name}") as f:
+            f.write(text.encode())
+
+    def meta(self) -> dict | None:
+        text = self.read("campaign.json")
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{self.root}/campaign.json: not valid JSON; the campaign folder is damaged") from None
+
+    def save_meta(self, meta: dict) -> None:
+        self.write("campaign.json", json.dumps(meta, indent=1, default=str))
+
+    def study_url(self, given: str | None) -> str:
+        url = given or os.environ.get(STUDY_DB_ENV)
+        if url:
+            return url
+        if self.local is None:
+            raise ConfigError(f"--storage {self.storage}: a remote campaign storage needs --study-db (a database "
+                              f"every node reaches, e.g. postgresql://user@host:5432/db); SQLite is for one machine")
+        return f"sqlite:///{self.local / 'study.db'}"
+
+
+def redact(url: str) -> str:
+    """A database URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _study_storage(url: str):
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.RDBStorage(url, skip_compatibility_check=False)
+    except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as exc:
+        raise ConfigError(f"--study-db {redact(url)}: not a usable SQLAlchemy database URL ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0]})") from None
+    except sqlalchemy.exc.OperationalError as exc:
+        raise ConfigError(f"--study-db {redact(url)}: cannot connect ({str(exc.orig).splitlines()[0]})") from None
+
+
+def _study_exists(storage, name: str) -> bool:
+    import optuna
+
+    return any(s.study_name == name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# the trial driver (runs in a Tune trial actor)
+
+
+def finished_run(run_dir: str, config, report_best: list[str]) -> dict | None:
+    """The last report of a trial's Train run that already ended (all epochs, or stopped early), or
+    None. A campaign driver killed after a trial's last epoch but before Tune recorded the trial's
+    end restores it as unfinished; its Train run would return at once without reporting again."""
+    if _is_uri(run_dir) or not Path(run_dir).is_dir():
+        return None
+    from rectune.train import checkpoint as ckpt
+
+    for folder in sorted(Path(run_dir).glob("checkpoint_*"), reverse=True):
+        if not (folder / ckpt.STATE).is_file():
+            continue
+        loop = ckpt.read_state(folder)["loop"]
+        if not (loop["epoch"] >= config["train.epochs"] or loop["stopped_early"]) or not loop["history"]:
+            return None
+        metrics = dict(loop["history"][-1])
+        best = loop["history"][loop["best_epoch"]] if loop["best_epoch"] >= 0 else {}
+        metrics.update({"best_epoch": loop["best_epoch"], "stopped_early": loop["stopped_early"],
+                        **{f"best/{k}": best[k] for k in report_best if k in best}})
+        return metrics
+    return None
+
+
+def trial_driver(config: dict, setup: dict) -> None:
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from rectune.data.prepared import open_dataset
+    from rectune.train.run import make_trainer, trainer_inputs
+
+    space: SearchSpace = setup["space"]
+    trial_id = ray.tune.get_context().get_trial_id()
+    run_config = space.config(config)
+    ds = open_dataset(setup["data"])
+    inputs = trainer_inputs(ds, run_config)
+    report_best = sorted(set(space.objective.names()) | {run_config["train.metric"]})
+    finished = finished_run(f"{setup['train_storage']}/train-{trial_id}", run_config, report_best)
+    if finished is not None:  # restored after its Train run ended: Train would report nothing again
+        ray.tune.report(finished)
+        return
+    trainer, clock, _ = make_trainer(
+        ds, run_config, inputs, setup["train_storage"], f"train-{trial_id}", workers=space.workers,
+        use_gpu=space.gpus_per_worker > 0, trials=space.concurrency, max_failures=1, clock_id=trial_id,
+        extra={"report_best": report_best, "report_placement_group": True, **setup.get("extra", {})}, callbacks=[TuneReportCallback()])
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    finally:
+        clock.kill()
+
+
+def release(trial) -> None:
+    """Remove the placement group of a finished trial's Train workers.
+
+    Tune ends a trial by killing its driver as soon as the scheduler says stop (ASHA at a rung, or
+    at ``max_t`` on the last epoch), before ``TorchTrainer.fit`` has returned; the Train
+    controller dies with it and the workers' placement group, owned by the job, stays reserved.
+    On a small machine the next trials then wait for CPUs forever."""
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    pg = (trial.last_result or {}).get("trial/placement_group")
+    if not pg:
+        return
+    try:
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg))))
+    except Exception:  # noqa: BLE001 - already removed with its controller
+        pass
+
+
+class TrialEvents(ray.tune.Callback):
+    """A line per trial start, end and error, printed by the campaign's driver, and the trial's
+    resources released at its end (picklable: Tune saves its callbacks with the experiment and a
+    restored campaign gets them back)."""
+
+    def __init__(self, metric: str):
+        self.metric = metric
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        Console().print(f"trial {trial.trial_id} started: {_short(trial.config)}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        release(trial)
+        r = trial.last_result or {}
+        Console().print(f"trial {trial.trial_id} done after {r.get('training_iteration', 0)} epoch(s): "
+                        f"{self.metric} = {_fmt(r.get(self.metric))}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        release(trial)
+        Console().print(f"trial {trial.trial_id} [red]errored[/red]: {_reason(trial)}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) else "-"
+
+
+def _short(config: dict) -> str:
+    return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in config.items())
+
+
+def _reason(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text() if path and Path(path).is_file() else ""
+    except OSError:
+        text = ""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+# ---------------------------------------------------------------------------------------------
+# the campaign
+
+
+@dataclass
+class CampaignResult:
+    folder: CampaignFolder
+    status: str
+    trials: list[dict]
+    """One dict per Tune trial: id, status, config, epochs, objective value(s), error."""
+
+
+class StudySearch(OptunaSearch):
+    """OptunaSearch that takes the study as the truth after a crash.
+
+    Tune saves its experiment state every few seconds, Optuna writes each trial's end at once: a
+    campaign killed in between is restored with a trial Tune thinks is running and the study
+    already closed. Its results are then not reported to the study again (Optuna refuses, and the
+    study already counts the trial once)."""
+
+    def _closed(self, trial_id: str) -> bool:
+        ot = self._ot_trials.get(trial_id)
+        if ot is None or self._ot_study is None:
+            return False
+        return self._ot_study._storage.get_trial(ot._trial_id).state.is_finished()  # noqa: SLF001
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if not self._closed(trial_id):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if self._closed(trial_id):
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+def _searcher(space: SearchSpace, name: str, storage):
+    import optuna
+
+    if space.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=space.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=space.seed, n_startup_trials=space.startup_trials,
+                                             multivariate=True, group=True)
+    if space.objective.metrics:
+        sampler = optuna.samplers.NSGAIISampler(seed=space.seed) if space.sampler == "tpe" else sampler
+    return StudySearch(space, metric=space.objective.searcher_metric, mode=space.objective.searcher_mode,
+                        sampler=sampler, study_name=name, storage=storage)
+
+
+def _scheduler(space: SearchSpace):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if space.scheduler == "fifo":
+        return FIFOScheduler()
+    if space.objective.metrics:  # ASHA takes one metric: the one that picks each trial's best epoch
+        chooser = space.base()["train.metric"]
+        metric, mode = f"best/{chooser}", metric_mode(chooser)
+    else:
+        metric, mode = space.objective.searcher_metric, space.objective.mode
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=space.epochs,
+                         grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+
+
+def _trials(grid, metrics: list[str]) -> list[dict]:
+    out = []
+    for r in grid:
+        m = r.metrics or {}
+        out.append({"trial_id": m.get("trial_id") or (r.path or "").rsplit("/", 1)[-1],
+                    "status": "error" if r.error else "done", "config": dict(r.config or {}),
+                    "epochs": m.get("training_iteration", 0),
+                    **{k: m.get(f"best/{k}") for k in metrics},
+                    "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None})
+    return out
+
+
+def best_table(space: SearchSpace, trials: list[dict], top: int = 5) -> Table:
+    metrics = space.objective.names()
+    first, mode = metrics[0], space.objective.searcher_mode
+    mode = mode[0] if isinstance(mode, list) else mode
+    done = [t for t in trials if t["status"] == "done" and t.get(first) is not None]
+    done.sort(key=lambda t: t[first], reverse=(mode == "max"))
+    keys = [d.key for d in space.params]
+    table = Table(title=f"best trials by {first} ({len(done)} done, "
+                        f"{sum(t['status'] == 'error' for t in trials)} errored)", title_justify="left")
+    table.add_column("trial", no_wrap=True)
+    for m in metrics:
+        table.add_column(m, justify="right", no_wrap=True)
+    table.add_column("epochs", justify="right")
+    table.add_column("parameters")
+    for t in done[:top]:
+        params = "\n".join(f"{k}={_fmt(v) if isinstance(v, float) else v}"
+                           for k in keys if (v := t["config"].get(k)) is not None)
+        table.add_row(t["trial_id"], *[_fmt(t.get(m)) for m in metrics], str(t["epochs"]), params)
+    return table
+
+
+def check_on_dataset(space: SearchSpace, ds) -> None:
+    """The fixed part, and each searched key at its extreme (every choice; a range's high end)
+    over it, must build a model and its augmentation on this dataset: a choice the dataset cannot
+    serve (text without embeddings, the item graph without relations) is refused here, not found
+    out by a trial's error hours later. TransE pretraining is not run for the check."""
+    from rectune.augment import AugmentPlan
+    from rectune.train.run import trainer_inputs
+
+    def build(cfg) -> None:
+        cfg.set("model.kg.pretrain", 0)
+        trainer_inputs(ds, cfg)
+        AugmentPlan(cfg.augment(), ds, seed=0)
+
+    build(space.base())
+    for d in space.params:
+        values = d.choices if d.kind == "categorical" else (d.high,)
+        for value in values:
+            cfg = space.base()
+            for parent, allowed in d.when:
+                cfg.set(parent, allowed[0])
+            try:
+                cfg.set(d.key, value)
+                build(cfg)
+            except RectuneError as err:
+                raise ConfigError(f"{space.source}: search: {d.key}: {value!r} cannot run on {ds.path}: {err}") from None
+
+
+def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: str | None = None,
+                 trials: int | None = None, address: str | None = None, study_db: str | None = None,
+                 resume: bool = False, console: Console | None = None, cpus: int | None = None,
+                 extra: dict | None = None) -> CampaignResult:
+    """Start (or with ``resume`` continue) the campaign ``name``; every input is checked first."""
+    import yaml
+
+    from rectune.data.prepared import open_dataset
+
+    console = console or Console()
+    space = load(space_file).with_budget(trials)
+    folder = CampaignFolder(storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE, name)
+    ds = open_dataset(data)
+    space.check_dataset(ds.schema.tasks)
+    check_on_dataset(space, ds)
+    meta = folder.meta()
+    if meta is not None and not resume:
+        raise ConfigError(f"--name {name}: a campaign of that name exists in {folder.storage} (status "
+                          f"{meta.get('status')}); pass --resume to continue it, or choose another --name")
+    if meta is None and resume:
+        raise ConfigError(f"--resume: no campaign '{name}' in {folder.storage}")
+    if resume:
+        if meta.get("space_fingerprint") != space.fingerprint():
+            raise ConfigError(f"{space_file}: differs from the space campaign '{name}' started with "
+                              f"({folder.root}/space.yaml); a campaign's space cannot change: start a new campaign")
+        if Path(meta["data"]) != Path(ds.path).resolve():
+            raise ConfigError(f"--data {data}: campaign '{name}' runs on {meta['data']}")
+        if trials is not None and trials != meta.get("trials_target"):
+            raise ConfigError(f"--trials {trials}: campaign '{name}' was started with a budget of "
+                              f"{meta.get('trials_target')} trials, which --resume keeps; start a new campaign "
+                              f"for more")
+        url = study_db or meta.get("study_db_full") or folder.study_url(None)
+    else:
+        url = folder.study_url(study_db)
+    made = folder.local is not None and not folder.local.exists()
+    if made:
+        folder.local.mkdir(parents=True)  # SQLite's file lives there
+    try:
+        study_storage = _study_storage(url)
+        if not resume and _study_exists(study_storage, name):
+            raise ConfigError(f"--study-db {redact(url)}: a study named '{name}' exists there already; "
+                              f"choose another --name or pass --resume")
+    except BaseException:
+        if made:
+            import shutil
+
+            shutil.rmtree(folder.local, ignore_errors=True)
+        raise
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    meta = meta or {"name": name, "data": str(Path(ds.path).resolve()), "created": now,
+                    "space_fingerprint": space.fingerprint(), "space_file": str(space_file)}
+    meta.update({"status": "running", "trials_target": space.trials, "resumed": now if resume else None,
+                 "study_db": redact(url), "study_name": name,
+                 "objective": space.objective.to_dict(), "searcher_metric": space.objective.searcher_metric,
+                 "searcher_mode": space.objective.searcher_mode})
+    if "://" not in url or url.startswith("sqlite"):
+        meta["study_db_full"] = url  # no password in a SQLite URL
+    if not resume:
+        folder.write("space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
+    folder.save_meta(meta)
+    return _run(folder, space, ds, meta, study_storage, address, resume, console, cpus, extra or {})
+
+
+def _run(folder, space, ds, meta, study_storage, address, resume, console, cpus, extra) -> CampaignResult:
+    import ray
+
+    from rectune.train.run import start_ray
+
+    started = start_ray(address, cpus=cpus)
+    status = "failed"
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        setup = {"space": space, "data": str(ds.path), "train_storage": f"{folder.root}/train", "extra": extra}
+        trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, setup=setup),
+                                            {"CPU": DRIVER_CPUS})
+        metric = space.objective.searcher_metric
+        lines = TrialEvents(metric[0] if isinstance(metric, list) else metric)
+        if resume and ray.tune.Tuner.can_restore(f"{folder.root}/tune"):
+            tuner = ray.tune.Tuner.restore(f"{folder.root}/tune", trainable, resume_unfinished=True,
+                                           resume_errored=True)
+        else:
+            tuner = ray.tune.Tuner(
+                trainable,
+                tune_config=ray.tune.TuneConfig(search_alg=_searcher(space, meta["study_name"], study_storage),
+                                                scheduler=_scheduler(space), num_samples=space.trials,
+                                                max_concurrent_trials=space.concurrency,
+                                                time_budget_s=space.time_limit_s),
+                run_config=ray.tune.RunConfig(name="tune", storage_path=folder.root,
+                                              failure_config=ray.tune.FailureConfig(max_failures=TRIAL_RETRIES),
+                                              callbacks=[lines], verbose=0),
+            )
+        console.print(f"campaign {meta['name']}: {space.trials} trials, {space.concurrency} at a time, on "
+                      f"{ds.schema.name}; folder {folder.root}; study {meta['study_db']}")
+        grid = tuner.fit()
+        trials = _trials(grid, space.objective.names())
+        finished = len(trials) >= space.trials and all(t["status"] in ("done", "error") for t in trials)
+        status = "finished" if finished else "interrupted"
+    except KeyboardInterrupt:
+        status, trials = "interrupted", []
+        raise
+    finally:
+        meta.update({"status": status, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        folder.save_meta(meta)
+        if started:
+            ray.shutdown()
+    console.print(best_table(space, trials))
+    return CampaignResult(folder, status, trials)

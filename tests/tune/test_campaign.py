@@ -1,0 +1,160 @@
+"""Campaigns end to end on a small world: a real local Ray, Tune, Train and an Optuna study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from rectune.errors import ConfigError
+from rectune.tune.campaign import run_campaign
+
+SPACE = {
+    "objective": "valid/mean_auc",
+    "budget": {"trials": 4, "concurrency": 2},
+    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+    "sampler": {"name": "tpe", "seed": 0, "startup_trials": 2},
+    "fixed": {"train.epochs": 2, "train.patience": 0, "model.emb_dim": 8, "model.hidden": [32],
+              "train.batch_size": 2048},
+    "search": {"optim.lr": {"float": [3e-4, 1e-2], "log": True},
+               "augment.mask.prob": {"float": [0.0, 0.3]},
+               "model.mtl": {"categorical": ["shared_bottom", "mmoe"]},
+               "model.mtl.experts": {"int": [2, 3]}},
+}
+
+
+def write_space(path: Path, **changes) -> Path:
+    tree = yaml.safe_load(yaml.safe_dump(SPACE))
+    tree.update(changes)
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def study_trials(url: str, name: str):
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rectune.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+def test_campaign_survives_a_killed_driver_and_resumes(small_world, tmp_path):
+    """A campaign killed with SIGKILL mid-way is completed by --resume: every trial once."""
+    space = write_space(tmp_path / "space.yaml")
+    storage = tmp_path / "campaigns"
+    url = f"sqlite:///{storage / 'c1' / 'study.db'}"
+    proc = cli("tune", "--data", str(small_world), "--space", str(space), "--name", "c1", "--storage", str(storage))
+    deadline = time.time() + 240
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(2)
+        if (storage / "c1" / "study.db").exists():
+            try:
+                done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study_trials(url, "c1"))
+            except Exception:  # noqa: BLE001 - the study is being created
+                done = 0
+        if done >= 1:
+            break
+    assert proc.poll() is None, proc.stdout.read()
+    assert done >= 1, "no trial completed within 240 s"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    closed = {t.number: t.value for t in study_trials(url, "c1") if t.state == optuna.trial.TrialState.COMPLETE}
+    meta = json.loads((storage / "c1" / "campaign.json").read_text())
+    assert meta["status"] == "running"  # it never got to say otherwise
+
+    # the same name again without --resume: refused, nothing touched
+    before = (storage / "c1" / "campaign.json").read_text()
+    with pytest.raises(ConfigError, match="a campaign of that name exists .* pass --resume"):
+        run_campaign(small_world, space, "c1", storage=str(storage))
+    # --resume with an edited space: refused
+    edited = write_space(tmp_path / "edited.yaml", fixed={**SPACE["fixed"], "model.emb_dim": 16})
+    with pytest.raises(ConfigError, match="differs from the space campaign 'c1' started with"):
+        run_campaign(small_world, edited, "c1", storage=str(storage), resume=True)
+    assert (storage / "c1" / "campaign.json").read_text() == before
+
+    result = run_campaign(small_world, space, "c1", storage=str(storage), resume=True, cpus=2)
+    assert result.status == "finished"
+    assert len(result.trials) == 4 and len({t["trial_id"] for t in result.trials}) == 4
+    assert all(t["status"] == "done" and 0.5 < t["valid/mean_auc"] <= 1.0 for t in result.trials), result.trials
+    trials = study_trials(url, "c1")
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4, [(t.number, t.state) for t in trials]
+    # the study is the truth: what it recorded before the kill stays, once; the trials it closed after
+    # the resume carry the Tune trials' best valid AUCs
+    assert {t.number: t.value for t in complete if t.number in closed} == closed
+    found = {round(t["valid/mean_auc"], 6) for t in result.trials}
+    assert {round(t.value, 6) for t in complete if t.number not in closed} <= found
+    meta = json.loads((storage / "c1" / "campaign.json").read_text())
+    assert meta["status"] == "finished" and meta["resumed"]
+    assert (storage / "c1" / "space.yaml").is_file() and (storage / "c1" / "tune").is_dir()
+    assert len(list((storage / "c1" / "train").glob("train-*"))) == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "SPACE_BAD"], "search: modle.mtl: unknown config key 'modle.mtl'"),
+    (["--space", "SPACE_OK", "--name", "bad name"], "--name 'bad name': expected letters"),
+    (["--space", "SPACE_OK", "--resume"], "--resume: no campaign 'c2'"),
+    (["--space", "SPACE_METRIC"], "objective: 'valid/like_auc' is not a metric of this dataset"),
+    (["--space", "SPACE_OK", "--study-db", "nosuchdb://x"], "--study-db nosuchdb://x: not a usable SQLAlchemy"),
+])
+def test_bad_campaign_input_exits_2_and_writes_nothing(small_world, tmp_path, args, message):
+    ok = write_space(tmp_path / "ok.yaml")
+    bad = write_space(tmp_path / "bad.yaml", search={"modle.mtl": {"categorical": ["mmoe"]}})
+    metric = write_space(tmp_path / "metric.yaml", objective="valid/like_auc")
+    args = [{"SPACE_OK": str(ok), "SPACE_BAD": str(bad), "SPACE_METRIC": str(metric)}.get(a, a) for a in args]
+    if "--name" not in args:
+        args += ["--name", "c2"]
+    storage = tmp_path / "campaigns"
+    out = subprocess.run([sys.executable, "-m", "rectune.cli", "tune", "--data", str(small_world),
+                          "--storage", str(storage), *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert not storage.exists() or not any(storage.iterdir())
+
+
+def _postgres_url() -> str | None:
+    import sqlalchemy
+
+    for user in ("postgres", "root"):
+        url = f"postgresql+psycopg2://{user}@127.0.0.1:5432/test"
+        try:
+            with sqlalchemy.create_engine(url).connect():
+                return url
+        except Exception:  # noqa: BLE001 - try the next role
+            continue
+    return None
+
+
+def test_campaign_with_its_study_on_postgresql(small_world, tmp_path):
+    url = os.environ.get("RECTUNE_TEST_POSTGRES") or _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (database test, trust auth): "
+                    "set RECTUNE_TEST_POSTGRES to a SQLAlchemy URL to run this test")
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 2})
+    try:
+        result = run_campaign(small_world, space, name, storage=str(tmp_path / "campaigns"), study_db=url, cpus=2)
+        assert result.status == "finished"
+        trials = study_trials(url, name)
+        assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2
+        assert not (tmp_path / "campaigns" / name / "study.db").exists()
+        # the study name is taken in the shared database: a new campaign of that name is refused
+        with pytest.raises(ConfigError, match=f"a study named '{name}' exists there already"):
+            run_campaign(small_world, space, name, storage=str(tmp_path / "other"), study_db=url)
+        assert not (tmp_path / "other" / name).exists()
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=url)
+        except KeyError:
+            pass
