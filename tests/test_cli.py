@@ -86,12 +86,17 @@ def test_console_script_and_fast_help():
 
 
 def test_quickstart(tmp_path):
-    r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000)
+    """The main job: a world, its description, the quick campaign and its best trials."""
+    r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000, "--trials", 2)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "qs" / "data" / "schema.json").is_file()
     assert "cold items" in r.output
-    r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000)
-    assert "reusing" in r.output
+    assert "best trials by valid/mean_auc (2 done, 0 errored)" in r.output
+    campaigns = list((tmp_path / "qs" / "campaigns").iterdir())
+    assert len(campaigns) == 1 and (campaigns[0] / "study.db").is_file()
+    r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000, "--trials", 1)
+    assert "reusing" in r.output and r.exit_code == 0, r.output
+    assert len(list((tmp_path / "qs" / "campaigns").iterdir())) == 2
 
 
 def test_bench_synth_prints_its_figure():

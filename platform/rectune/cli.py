@@ -409,14 +409,18 @@ def keys_cmd() -> None:
 # ---------------------------------------------------------------------------------------------
 @main.command("quickstart", context_settings=CONTEXT)
 @click.option("--dir", "workdir", default=Path("rectune-quickstart"), show_default=True,
-              type=click.Path(path_type=Path), help="where to put the dataset (and, later, the campaign)")
+              type=click.Path(path_type=Path), help="where to put the dataset and the campaigns")
 @click.option("--rows", default=200_000, show_default=True, type=click.IntRange(min=1000))
 @click.option("--seed", default=0, show_default=True, type=int)
-def quickstart(workdir: Path, rows: int, seed: int) -> None:
-    """The main job on the embedded default: synthesise a small world and describe it."""
+@click.option("--trials", default=None, type=click.IntRange(min=1), help="trial budget (default: the quick space's)")
+def quickstart(workdir: Path, rows: int, seed: int, trials: int | None) -> None:
+    """The main job on the embedded default: synthesise a small world, describe it, run the quick
+    tuning campaign on it and print the best trials."""
     from rectune.quickstart import run
 
-    run(workdir, rows=rows, seed=seed)
+    result = run(workdir, rows=rows, seed=seed, trials=trials)
+    if result["campaign"].status != "finished":
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,7 @@
 """``rectune quickstart``: the main job on the embedded default, on any fresh machine.
 
-Today it synthesises a small world and describes it; the tuning campaign joins it once the
-campaign runner exists (issue 5).
+Synthesises a small world (once; reused while its settings hold), describes it, runs the quick
+campaign (``search_spaces/quick.yaml``) on it and prints the best trials.
 """
 
 from __future__ import annotations
@@ -28,13 +28,30 @@ def prepare_data(workdir: Path, rows: int, seed: int, console: Console) -> Prepa
     return generate(config).write(target, overwrite=True)
 
 
-def run(workdir: Path, rows: int = 200_000, seed: int = 0, console: Console | None = None) -> dict:
+QUICK_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "quick.yaml"
+
+
+def run(workdir: Path, rows: int = 200_000, seed: int = 0, console: Console | None = None,
+        space: Path | None = None, trials: int | None = None) -> dict:
+    import time
+
+    from rectune.errors import ConfigError
+    from rectune.tune.campaign import run_campaign
+
     console = console or Console()
+    space = Path(space or QUICK_SPACE)
+    if not space.is_file():
+        raise ConfigError(f"{space}: the quick search space is missing (run from a checkout of rectune)")
     ds = prepare_data(Path(workdir), rows, seed, console)
     desc = describe(ds.path)
     render(desc, console)
+    name = f"quick-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = run_campaign(ds.path, space, name, storage=str(Path(workdir) / "campaigns"), trials=trials,
+                          console=console)
     console.print(
-        "\nnext: [bold]rectune data describe[/bold], [bold]rectune data embed-text[/bold] "
-        f"{ds.path} (item-title embeddings), or import a real dataset with [bold]rectune data import --help[/bold]"
+        f"\ncampaign folder: {result.folder.root}\n"
+        f"next: [bold]rectune tune --data {ds.path} --space search_spaces/full.yaml --name my-campaign[/bold], "
+        "[bold]rectune train --data ... --config best.yaml[/bold], or import a real dataset with "
+        "[bold]rectune data import --help[/bold]"
     )
-    return desc
+    return {"describe": desc, "campaign": result}

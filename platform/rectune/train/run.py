@@ -98,8 +98,11 @@ def _in_model(name: str) -> bool:
 
 def make_trainer(ds: PreparedDataset, config: RunConfig, inputs: dict, storage: Path, name: str, workers: int = 1,
                  use_gpu: bool = False, trials: int = 1, max_failures: int = 1, clock_id: str | None = None,
-                 extra: dict | None = None, callbacks: list | None = None):
-    """A TorchTrainer for one run (also what a Tune trial driver builds, with Tune's report callback)."""
+                 extra: dict | None = None, callbacks: list | None = None, gpus_per_worker: float | None = None):
+    """A TorchTrainer for one run (also what a Tune trial driver builds, with Tune's report callback).
+
+    ``gpus_per_worker``: the GPU share of each worker (a search space's ``resources``); by default
+    the plan's share of the cluster's GPUs."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -118,7 +121,7 @@ def make_trainer(ds: PreparedDataset, config: RunConfig, inputs: dict, storage: 
     loop_config = dict(inputs, clock=clock.name, use_gpu=use_gpu, **(extra or {}))
     resources = {"CPU": plan.cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = plan.gpus_per_worker or 1
+        resources["GPU"] = gpus_per_worker or plan.gpus_per_worker or 1
     trainer = TorchTrainer(
         _loop,
         train_loop_config=loop_config,

@@ -191,7 +191,8 @@ def trial_driver(config: dict, setup: dict) -> None:
     trainer, clock, _ = make_trainer(
         ds, run_config, inputs, setup["train_storage"], f"train-{trial_id}", workers=space.workers,
         use_gpu=space.gpus_per_worker > 0, trials=space.concurrency, max_failures=1, clock_id=trial_id,
-        extra={"report_best": report_best, "report_placement_group": True, **setup.get("extra", {})}, callbacks=[TuneReportCallback()])
+        extra={"report_best": report_best, "report_placement_group": True, **setup.get("extra", {})},
+        callbacks=[TuneReportCallback()], gpus_per_worker=space.gpus_per_worker or None)
     try:
         result = trainer.fit()
         if result.error:
