@@ -308,6 +308,21 @@ def bench_train(dataset: Path, seeds: int, epochs: int, batch_size: int, emb: in
         ray_side=not no_ray)
 
 
+@bench.command("tune", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--trials", default=12, show_default=True, type=click.IntRange(min=2))
+@click.option("--epochs", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--storage", default=None, help="keep both campaigns here (default: a temporary folder)")
+def bench_tune(dataset: Path, trials: int, epochs: int, concurrency: int, seed: int, storage: str | None) -> None:
+    """ASHA + Optuna against random search (same space and trial budget): compute to reach random's
+    best, and the platform's overhead per trial."""
+    from rectune.bench.tune import run
+
+    run(dataset, trials=trials, epochs=epochs, concurrency=concurrency, seed=seed, storage=storage)
+
+
 # ---------------------------------------------------------------------------------------------
 def _run_config(config_file: Path | None, sets: tuple[str, ...]):
     from rectune.config import parse_sets

@@ -59,3 +59,23 @@ def test_cold_items_follow_the_rule_of_describe(small_world):
     share = float((~warm[test_items]).mean())
     assert 0 < share < 1
     assert share == pytest.approx(describe(small_world)["cold_items"]["test_rows_cold_share"])
+
+
+def test_weighted_metric_and_its_checks():
+    from rectune.errors import ConfigError
+    from rectune.train.metrics import parse_weights, weighted
+
+    w = parse_weights("train.metric_weights", ["valid/click_auc:3", "valid/conversion_auc:1"], ["click", "conversion"])
+    assert w == {"valid/click_auc": 3.0, "valid/conversion_auc": 1.0}
+    m = {"test/click_auc": 0.8, "test/conversion_auc": 0.6}
+    assert weighted("test", m, w) == {"test/weighted": pytest.approx(0.75)}
+    assert weighted("valid", m, w) == {}  # its metrics are missing: left out, never 0
+    losses = parse_weights("k", ["valid/click_logloss:1", "valid/conversion_logloss:1"], ["click", "conversion"])
+    assert weighted("valid", {"valid/click_logloss": 0.4, "valid/conversion_logloss": 0.2}, losses) == {
+        "valid/weighted_loss": pytest.approx(0.3)}
+    for items, message in [(["valid/click_auc"], "expected metric:weight"),
+                           (["valid/click_auc:-1"], "expected metric:weight"),
+                           (["valid/clik_auc:1"], "did you mean 'valid/click_auc'"),
+                           (["valid/click_auc:1", "valid/click_logloss:1"], "mixes metrics to maximise")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_weights("train.metric_weights", items, ["click", "conversion"])

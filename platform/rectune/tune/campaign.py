@@ -324,14 +324,23 @@ def _scheduler(space: SearchSpace):
                          grace_period=space.grace_period, reduction_factor=space.reduction_factor)
 
 
+HISTORY_KEYS = ("training_iteration", "timestamp", "time_total_s", "train/time_s", "eval/time_s")
+
+
 def _trials(grid, metrics: list[str]) -> list[dict]:
+    """One dict per trial; ``history``: per reported epoch, the timing keys and the objective's
+    metrics (current and best so far)."""
     out = []
     for r in grid:
         m = r.metrics or {}
+        df = r.metrics_dataframe
+        keep = [c for c in (*HISTORY_KEYS, *metrics, *(f"best/{k}" for k in metrics))
+                if df is not None and c in df.columns]
         out.append({"trial_id": m.get("trial_id") or (r.path or "").rsplit("/", 1)[-1],
                     "status": "error" if r.error else "done", "config": dict(r.config or {}),
                     "epochs": m.get("training_iteration", 0),
                     **{k: m.get(f"best/{k}") for k in metrics},
+                    "history": df[keep].to_dict("records") if keep else [],
                     "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None})
     return out
 
