@@ -115,7 +115,7 @@ def test_setup_installs_rectune_with_torch_pinned(config):
     assert ".gitignore" in config["rsync_filter"] and "/.git" in config["rsync_exclude"]
     assert ".venv/" in (ROOT / ".gitignore").read_text().split()
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '"torch==2.13.0"' in pyproject and '"ray[train,tune,data]==2.60.0"' in pyproject
+    assert '"torch==2.13.0"' in pyproject and '"ray[default,train,tune,data]==2.60.0"' in pyproject
 
 
 def test_ray_is_bound_to_localhost(config, text):

@@ -70,10 +70,11 @@ def synthetic(out):
     return {k: v[s] for k, v in out.items()}
 
 
-def test_trains_once_within_budget(trained):
-    plan, seconds = trained
+def test_trains_once(trained):
+    """Trained here (not from a cache); its training time is a benchmark figure (rectune bench gan)."""
+    plan, _ = trained
     model = plan.augmenters[0].gan
-    assert not model.from_cache and seconds < 45  # about 16 s measured on 2 cores
+    assert not model.from_cache
     assert model.meta["derived"]["brand"] == "item_id" and model.meta["derived"]["age_bucket"] == "user_id"
     assert [c["name"] for c in model.discrete] == ["user_id", "item_id"]
     # 300 users > top 256: an 'other' slot; 200 items: one slot each

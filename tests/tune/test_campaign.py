@@ -123,31 +123,39 @@ def test_bad_campaign_input_exits_2_and_writes_nothing(small_world, tmp_path, ar
     assert not storage.exists() or not any(storage.iterdir())
 
 
-def _postgres_url() -> str | None:
+def _postgres_url() -> tuple[str | None, str]:
+    """A PostgreSQL URL that connects ($RECTUNE_TEST_POSTGRES, else the machine's server), or why not."""
     import sqlalchemy
 
-    for user in ("postgres", "root"):
-        url = f"postgresql+psycopg2://{user}@127.0.0.1:5432/test"
+    given = os.environ.get("RECTUNE_TEST_POSTGRES")
+    why = ""
+    for url in [given] if given else [f"postgresql+psycopg2://{u}@127.0.0.1:5432/test" for u in ("postgres", "root")]:
         try:
             with sqlalchemy.create_engine(url).connect():
-                return url
-        except Exception:  # noqa: BLE001 - try the next role
-            continue
-    return None
+                return url, ""
+        except Exception as exc:  # noqa: BLE001 - report why below
+            why = f"{url}: {str(exc).splitlines()[0]}"
+    return None, why
 
 
 def test_campaign_with_its_study_on_postgresql(small_world, tmp_path):
-    url = os.environ.get("RECTUNE_TEST_POSTGRES") or _postgres_url()
+    """A multi-objective campaign whose study lives in PostgreSQL."""
+    url, why = _postgres_url()
     if url is None:
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (database test, trust auth): "
-                    "set RECTUNE_TEST_POSTGRES to a SQLAlchemy URL to run this test")
+        pytest.skip(f"no PostgreSQL to run against ({why}); set RECTUNE_TEST_POSTGRES to a SQLAlchemy URL")
     name = f"pg-{os.getpid()}-{int(time.time())}"
-    space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 2})
+    space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 2},
+                        objective={"metrics": ["valid/click_auc", "valid/conversion_auc"]})
     try:
         result = run_campaign(small_world, space, name, storage=str(tmp_path / "campaigns"), study_db=url, cpus=2)
         assert result.status == "finished"
         trials = study_trials(url, name)
-        assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert len(complete) == 2
+        # both objectives reach the study: the click and conversion AUCs at each trial's best epoch
+        assert all(len(t.values) == 2 and all(0 < v <= 1 for v in t.values) for t in complete)
+        found = {(round(t["valid/click_auc"], 6), round(t["valid/conversion_auc"], 6)) for t in result.trials}
+        assert {tuple(round(v, 6) for v in t.values) for t in complete} == found
         assert not (tmp_path / "campaigns" / name / "study.db").exists()
         # the study name is taken in the shared database: a new campaign of that name is refused
         with pytest.raises(ConfigError, match=f"a study named '{name}' exists there already"):
