@@ -466,7 +466,7 @@ def _run(folder, space, ds, meta, study_storage, address, resume, console, cpus,
     status = "failed"
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        setup = {"space": space, "data": str(ds.path), "train_storage": f"{folder.root}/train", "extra": extra}
+        setup = {"space": space, "data": str(Path(ds.path).resolve()), "train_storage": f"{folder.root}/train", "extra": extra}
         trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, setup=setup),
                                             {"CPU": DRIVER_CPUS})
         metric = space.objective.searcher_metric
