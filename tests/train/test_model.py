@@ -24,6 +24,8 @@ CONFIGS = [
     {"model.fusion": "cross", "model.fusion.layers": 2},
     {"model.mtl": "mmoe", "model.mtl.experts": 3},
     {"model.mtl": "ple", "model.mtl.levels": 2},
+    {"model.mtl": "mmoe", "model.norm": "batch"},
+    {"model.norm": "layer", "model.dropout": 0.1},
     {"model.mtl": "esmm"},
     {"model.history": "attention"},
     {"model.history": "none"},

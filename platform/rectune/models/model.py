@@ -34,7 +34,7 @@ from rectune.errors import ConfigError
 from rectune.models.encoders import (DenseTokens, FieldEmbeddings, GraphAggregation, HistoryPooling,
                                      TextProjection, neighbor_table, pretrain_transe)
 from rectune.models.fusion import FUSIONS
-from rectune.models.mtl import ARCHITECTURES
+from rectune.models.mtl import ARCHITECTURES, LayerSpec
 from rectune.models.weighting import WEIGHTINGS
 
 
@@ -45,6 +45,8 @@ class ModelParams(Params):
                               low=1, high=8192, default_factory=lambda: [128, 64])
     tower: list[int] = param(None, "hidden layers of each task tower", low=1, high=8192, default_factory=lambda: [32])
     dropout: float = param(0.0, "dropout after each hidden layer", low=0.0, high=0.9)
+    norm: str = param("none", "normalisation after each hidden linear layer: none, batch (BatchNorm, as "
+                      "torch-rechub's MLPs) or layer (LayerNorm)", choices=("none", "batch", "layer"))
     history: str = param("mean", "pooling of the behaviour history: none, mean, or attention (DIN-style, "
                          "against the target item)", choices=("none", "mean", "attention"))
     text_dim: int = param(0, "projection width of the item-text embedding (0 = text not used)", low=0, high=1024)
@@ -142,7 +144,7 @@ class FusedModel(nn.Module):
         self.fusion = fusion_cls(config.params("model.fusion", fusion_cls.Params), len(modalities), d, modalities)
         arch_cls = ARCHITECTURES.get(config["model.mtl"], "model.mtl")
         self.mtl = arch_cls(config.params("model.mtl", arch_cls.Params), self.fusion.out_dim, self.tasks,
-                            mp.hidden, mp.tower, mp.dropout, dict(schema.task_parents))
+                            mp.hidden, mp.tower, LayerSpec(mp.dropout, mp.norm), dict(schema.task_parents))
         w_cls = WEIGHTINGS.get(config["loss.weighting"], "loss.weighting")
         weights = config.task_weights(self.tasks)
         self.weighting = w_cls(config.params("loss.weighting", w_cls.Params), [weights[t] for t in self.tasks])

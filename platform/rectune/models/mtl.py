@@ -28,12 +28,29 @@ from rectune.registry import Registry
 ARCHITECTURES: Registry[type["Architecture"]] = Registry("multi-task architecture")
 
 
-def mlp(in_dim: int, sizes: list[int], dropout: float) -> tuple[nn.Sequential, int]:
+NORMS = ("none", "batch", "layer")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What follows each hidden linear layer of every MLP (experts, bottoms, towers)."""
+
+    dropout: float = 0.0
+    norm: str = "none"
+    """none, batch (BatchNorm1d, as torch-rechub's MLPs) or layer (LayerNorm), before the ReLU."""
+
+
+def mlp(in_dim: int, sizes: list[int], layer: LayerSpec) -> tuple[nn.Sequential, int]:
     layers: list[nn.Module] = []
     for s in sizes:
-        layers += [nn.Linear(in_dim, s), nn.ReLU()]
-        if dropout:
-            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(in_dim, s))
+        if layer.norm == "batch":
+            layers.append(nn.BatchNorm1d(s))
+        elif layer.norm == "layer":
+            layers.append(nn.LayerNorm(s))
+        layers.append(nn.ReLU())
+        if layer.dropout:
+            layers.append(nn.Dropout(layer.dropout))
         in_dim = s
     return nn.Sequential(*layers), in_dim
 
@@ -42,24 +59,24 @@ class Architecture(nn.Module):
     Params = Params
 
     def __init__(self, params, in_dim: int, tasks: list[str], hidden: list[int], tower: list[int],
-                 dropout: float, parents: dict[str, str]):
+                 layer: LayerSpec, parents: dict[str, str]):
         super().__init__()
         self.tasks = tasks
 
-    def towers(self, in_dim: int, tower: list[int], dropout: float) -> nn.ModuleList:
+    def towers(self, in_dim: int, tower: list[int], layer: LayerSpec) -> nn.ModuleList:
         out = []
         for _ in self.tasks:
-            body, width = mlp(in_dim, tower, dropout)
+            body, width = mlp(in_dim, tower, layer)
             out.append(nn.Sequential(body, nn.Linear(width, 1)))
         return nn.ModuleList(out)
 
 
 @ARCHITECTURES.register("shared_bottom")
 class SharedBottom(Architecture):
-    def __init__(self, params, in_dim, tasks, hidden, tower, dropout, parents):
-        super().__init__(params, in_dim, tasks, hidden, tower, dropout, parents)
-        self.bottom, width = mlp(in_dim, hidden, dropout)
-        self.heads = self.towers(width, tower, dropout)
+    def __init__(self, params, in_dim, tasks, hidden, tower, layer, parents):
+        super().__init__(params, in_dim, tasks, hidden, tower, layer, parents)
+        self.bottom, width = mlp(in_dim, hidden, layer)
+        self.heads = self.towers(width, tower, layer)
 
     def forward(self, h):
         z = self.bottom(h)
@@ -75,13 +92,13 @@ class MMoE(Architecture):
     class Params(Params):
         experts: int = param(4, EXPERTS_HELP, low=1, high=32)
 
-    def __init__(self, params, in_dim, tasks, hidden, tower, dropout, parents):
-        super().__init__(params, in_dim, tasks, hidden, tower, dropout, parents)
-        built = [mlp(in_dim, hidden, dropout) for _ in range(params.experts)]
+    def __init__(self, params, in_dim, tasks, hidden, tower, layer, parents):
+        super().__init__(params, in_dim, tasks, hidden, tower, layer, parents)
+        built = [mlp(in_dim, hidden, layer) for _ in range(params.experts)]
         self.experts = nn.ModuleList(b for b, _ in built)
         width = built[0][1]
         self.gates = nn.ModuleList(nn.Linear(in_dim, params.experts) for _ in tasks)
-        self.heads = self.towers(width, tower, dropout)
+        self.heads = self.towers(width, tower, layer)
 
     def forward(self, h):
         e = torch.stack([x(h) for x in self.experts], dim=1)  # [B, E, w]
@@ -100,21 +117,21 @@ class PLE(Architecture):
         shared_experts: int = param(2, "shared experts per level (ple)", low=1, high=32)
         levels: int = param(1, "CGC levels (ple)", low=1, high=4)
 
-    def __init__(self, params, in_dim, tasks, hidden, tower, dropout, parents):
-        super().__init__(params, in_dim, tasks, hidden, tower, dropout, parents)
+    def __init__(self, params, in_dim, tasks, hidden, tower, layer, parents):
+        super().__init__(params, in_dim, tasks, hidden, tower, layer, parents)
         n, es, ss = len(tasks), params.experts, params.shared_experts
         self.levels = nn.ModuleList()
         width = in_dim
         for level in range(params.levels):
             last = level == params.levels - 1
-            specific = nn.ModuleList(nn.ModuleList(mlp(width, hidden, dropout)[0] for _ in range(es)) for _ in range(n))
-            shared = nn.ModuleList(mlp(width, hidden, dropout)[0] for _ in range(ss))
+            specific = nn.ModuleList(nn.ModuleList(mlp(width, hidden, layer)[0] for _ in range(es)) for _ in range(n))
+            shared = nn.ModuleList(mlp(width, hidden, layer)[0] for _ in range(ss))
             gates = nn.ModuleList(nn.Linear(width, es + ss) for _ in range(n))
             shared_gate = None if last else nn.Linear(width, n * es + ss)
             self.levels.append(nn.ModuleDict({"specific": specific, "shared": shared, "gates": gates,
                                               **({"shared_gate": shared_gate} if shared_gate is not None else {})}))
             width = hidden[-1] if hidden else width
-        self.heads = self.towers(width, tower, dropout)
+        self.heads = self.towers(width, tower, layer)
 
     def forward(self, h):
         inputs = [h] * len(self.tasks)
@@ -148,7 +165,7 @@ class ESMM(SharedBottom):
         parents: list[str] = param(None, "funnel for esmm as child:parent items (empty = the schema's task_parents)",
                                    default_factory=list)
 
-    def __init__(self, params, in_dim, tasks, hidden, tower, dropout, parents):
+    def __init__(self, params, in_dim, tasks, hidden, tower, layer, parents):
         funnel = dict(parents)
         for item in params.parents:
             child, sep, parent = item.partition(":")
@@ -159,7 +176,7 @@ class ESMM(SharedBottom):
         if not funnel:
             raise ConfigError(f"model.mtl: esmm needs a funnel (a task that follows another, such as conversion after "
                               f"click); the dataset's tasks {tasks} have none: set model.mtl.parents=[child:parent]")
-        super().__init__(params, in_dim, tasks, hidden, tower, dropout, parents)
+        super().__init__(params, in_dim, tasks, hidden, tower, layer, parents)
         for child, parent in funnel.items():
             if funnel.get(parent) is not None:
                 raise ConfigError(f"model.mtl.parents: chains of more than two tasks are not supported ({child} -> "

@@ -129,6 +129,8 @@ class Trainer:
         for b in batches:
             b = {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
             n = len(b[self.tasks[0]])
+            if n < 2 and not self.distributed:  # a last batch of one row: BatchNorm cannot train on it
+                continue
             losses = self.train_batch(b)
             if not torch.isfinite(losses).all():
                 raise FloatingPointError(f"loss is not finite ({losses.tolist()}) after {rows} rows of this epoch")
