@@ -77,6 +77,7 @@ def run(path: str | Path, trials: int = 12, epochs: int = 4, concurrency: int = 
     console = console or Console()
     tmp = tempfile.TemporaryDirectory() if storage is None else None
     root = Path(storage or tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
     metric = "valid/mean_auc"
     arms = {
         "asha+tpe": {"scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
