@@ -8,34 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
 from rectune.errors import ConfigError
 from rectune.tune.campaign import run_campaign
 
-SPACE = {
-    "objective": "valid/mean_auc",
-    "budget": {"trials": 4, "concurrency": 2},
-    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
-    "sampler": {"name": "tpe", "seed": 0, "startup_trials": 2},
-    "fixed": {"train.epochs": 2, "train.patience": 0, "model.emb_dim": 8, "model.hidden": [32],
-              "train.batch_size": 2048},
-    "search": {"optim.lr": {"float": [3e-4, 1e-2], "log": True},
-               "augment.mask.prob": {"float": [0.0, 0.3]},
-               "model.mtl": {"categorical": ["shared_bottom", "mmoe"]},
-               "model.mtl.experts": {"int": [2, 3]}},
-}
+from .spaces import TINY, write_space
 
-
-def write_space(path: Path, **changes) -> Path:
-    tree = yaml.safe_load(yaml.safe_dump(SPACE))
-    tree.update(changes)
-    path.write_text(yaml.safe_dump(tree))
-    return path
 
 
 def study_trials(url: str, name: str):
@@ -77,7 +58,7 @@ def test_campaign_survives_a_killed_driver_and_resumes(small_world, tmp_path):
     with pytest.raises(ConfigError, match="a campaign of that name exists .* pass --resume"):
         run_campaign(small_world, space, "c1", storage=str(storage))
     # --resume with an edited space: refused
-    edited = write_space(tmp_path / "edited.yaml", fixed={**SPACE["fixed"], "model.emb_dim": 16})
+    edited = write_space(tmp_path / "edited.yaml", fixed={**TINY["fixed"], "model.emb_dim": 16})
     with pytest.raises(ConfigError, match="differs from the space campaign 'c1' started with"):
         run_campaign(small_world, edited, "c1", storage=str(storage), resume=True)
     assert (storage / "c1" / "campaign.json").read_text() == before

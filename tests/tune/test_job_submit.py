@@ -24,24 +24,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
+
+from .spaces import write_space
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
 
-SPACE = {
-    "objective": "valid/mean_auc",
-    "budget": {"trials": 2, "concurrency": 2},
-    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
-    "sampler": {"name": "tpe", "seed": 0, "startup_trials": 2},
-    "fixed": {"train.epochs": 2, "train.patience": 0, "model.emb_dim": 8, "model.hidden": [32],
-              "train.batch_size": 2048},
-    "search": {"optim.lr": {"float": [3e-4, 1e-2], "log": True},
-               "augment.mask.prob": {"float": [0.0, 0.3]},
-               "model.mtl": {"categorical": ["shared_bottom", "mmoe"]},
-               "model.mtl.experts": {"int": [2, 3]}},
-}
 
 
 def free_ports(n: int) -> list[int]:
@@ -150,8 +139,7 @@ def test_campaign_as_a_ray_job_on_a_local_head(small_world, tmp_path):
     # Ray's own processes that query the state API without an address (Train's placement group
     # cleaner) must ask this head, not whichever Ray on the machine they would find first
     env["RAY_API_SERVER_ADDRESS"] = url
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 2})
     storage = tmp_path / "campaigns"
     job_id = f"rectune-test-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "head.log"

@@ -18,23 +18,12 @@ from pathlib import Path
 import optuna
 import pytest
 import ray
-import yaml
 from ray.cluster_utils import Cluster
 
 from rectune.tune.campaign import run_campaign
 
-SPACE = {
-    "objective": "valid/mean_auc",
-    "budget": {"trials": 2, "concurrency": 2},
-    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
-    "sampler": {"name": "tpe", "seed": 0, "startup_trials": 2},
-    "fixed": {"train.epochs": 2, "train.patience": 0, "model.emb_dim": 8, "model.hidden": [32],
-              "train.batch_size": 2048},
-    "search": {"optim.lr": {"float": [3e-4, 1e-2], "log": True},
-               "augment.mask.prob": {"float": [0.0, 0.3]},
-               "model.mtl": {"categorical": ["shared_bottom", "mmoe"]},
-               "model.mtl.experts": {"int": [2, 3]}},
-}
+from .spaces import write_space
+
 
 
 def free_port() -> int:
@@ -77,8 +66,7 @@ def trial_results(tune_dir: Path) -> dict[str, dict]:
 
 @pytest.mark.timeout(420)
 def test_campaign_trials_run_on_both_nodes_of_a_two_node_cluster(small_world, tmp_path, monkeypatch):
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 2})
     storage = tmp_path / "campaigns"
     # short: Ray's unix socket paths under the temp dir are limited to 107 bytes
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
