@@ -131,7 +131,7 @@ def _study_storage(url: str):
     import sqlalchemy.exc
 
     try:
-        return optuna.storages.RDBStorage(url, skip_compatibility_check=False)
+        return optuna.storages.RDBStorage(url)
     except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as exc:
         raise ConfigError(f"--study-db {redact(url)}: not a usable SQLAlchemy database URL ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0]})") from None

@@ -237,6 +237,12 @@ def _number(where: str, value: Any, typ=float, low: float | None = None, high: f
     return check_value(where, value, typ, {k: v for k, v in meta.items() if v is not None})
 
 
+def _one_of(where: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ConfigError(f"{where}: '{value}' is not one of {', '.join(options)}")
+    return value
+
+
 def _spec_of(where: str, key: str) -> Key:
     spec = key_table().get(key)
     if spec is None:
@@ -382,16 +388,12 @@ def from_mapping(tree: Any, source: str) -> SearchSpace:
         limit = _number(f"{source}: budget: time_limit_s", limit, float, low=1)
 
     sched = _mapping(f"{source}: scheduler", tree.get("scheduler"), ("name", "grace_period", "reduction_factor"))
-    scheduler = sched.get("name", "asha")
-    if scheduler not in SCHEDULERS:
-        raise ConfigError(f"{source}: scheduler: name: '{scheduler}' is not one of {', '.join(SCHEDULERS)}")
+    scheduler = _one_of(f"{source}: scheduler: name", sched.get("name", "asha"), SCHEDULERS)
     grace = _number(f"{source}: scheduler: grace_period", sched.get("grace_period", 1), int, low=1)
     reduction = _number(f"{source}: scheduler: reduction_factor", sched.get("reduction_factor", 2), int, low=2)
 
     samp = _mapping(f"{source}: sampler", tree.get("sampler"), ("name", "seed", "startup_trials"))
-    sampler = samp.get("name", "tpe")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"{source}: sampler: name: '{sampler}' is not one of {', '.join(SAMPLERS)}")
+    sampler = _one_of(f"{source}: sampler: name", samp.get("name", "tpe"), SAMPLERS)
     seed = _number(f"{source}: sampler: seed", samp.get("seed", 0), int, low=0)
     startup = _number(f"{source}: sampler: startup_trials", samp.get("startup_trials", 4), int, low=0)
 
@@ -403,10 +405,7 @@ def from_mapping(tree: Any, source: str) -> SearchSpace:
 
     fixed_tree = _mapping(f"{source}: fixed", tree.get("fixed"))
     fixed = flatten(_nested_choice(fixed_tree))
-    try:
-        base = RunConfig(fixed, source=f"{source}: fixed")
-    except ConfigError:
-        raise
+    base = RunConfig(fixed, source=f"{source}: fixed")
     if objective.weights and "train.metric_weights" in fixed:
         raise ConfigError(f"{source}: fixed: train.metric_weights: set by the objective's weights; remove it")
     if not objective.metrics and "train.metric" in fixed and fixed["train.metric"] != objective.metric:
