@@ -51,7 +51,7 @@ def run(workdir: Path, rows: int = 200_000, seed: int = 0, console: Console | No
     console.print(
         f"\ncampaign folder: {result.folder.root}\n"
         f"next: [bold]rectune tune --data {ds.path} --space search_spaces/full.yaml --name my-campaign[/bold], "
-        "[bold]rectune train --data ... --config best.yaml[/bold], or import a real dataset with "
+        f"[bold]rectune train --data {ds.path} --set model.mtl=mmoe[/bold], or import a real dataset with "
         "[bold]rectune data import --help[/bold]"
     )
     return {"describe": desc, "campaign": result}
