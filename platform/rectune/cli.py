@@ -37,6 +37,7 @@ def main() -> None:
     Augmentation: rectune augment --help
     Training:     rectune train --help, rectune keys
     Tuning:       rectune tune --help
+    Results:      rectune results --help
     Benchmarks:   rectune bench --help
     """
 
@@ -390,6 +391,188 @@ def tune_cmd(data_dir: Path, space_file: Path, name: str, trials: int | None, ad
     if result.status != "finished":
         click.echo(f"campaign {name} {result.status}; continue it with --resume", err=True)
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+@main.group(cls=Group, context_settings=CONTEXT)
+def results() -> None:
+    """Query campaigns: list, show, best, export, importance, plot, evaluate.
+
+    Read-only: a campaign is never written to or locked, so these work on finished, interrupted
+    and running campaigns. The same functions are the Python API `rectune.results`.
+    """
+
+
+STORAGE = click.option("--storage", default=None,
+                       help="where campaigns live: a folder or a URI (default $RECTUNE_STORAGE or ./campaigns)")
+STUDY_DB = click.option("--study-db", default=None,
+                        help="the study's database URL when campaign.json cannot name it (a password-protected "
+                             "server; default $RECTUNE_STUDY_DB)")
+NAME = click.argument("name")
+
+
+def _open(name: str, storage: str | None, study_db: str | None):
+    from rectune.results import open_campaign
+
+    return open_campaign(name, storage, study_db)
+
+
+@results.command("list", context_settings=CONTEXT)
+@STORAGE
+@STUDY_DB
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def results_list(storage: str | None, study_db: str | None, as_json: bool) -> None:
+    """Every campaign: status, trials done / errored / running, best objective, start, duration."""
+    import json
+
+    from rich.console import Console
+
+    from rectune.errors import ConfigError
+    from rectune.results.report import list_campaigns, list_table
+    from rectune.results.store import storage_of
+
+    rows = list_campaigns(storage, study_db)
+    if not rows:
+        raise ConfigError(f"--storage {storage_of(storage)}: holds no campaign (no sub-folder with a campaign.json)")
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+    else:
+        Console(width=160).print(list_table(rows, storage))
+
+
+@results.command("show", context_settings=CONTEXT)
+@NAME
+@STORAGE
+@STUDY_DB
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+def results_show(name: str, storage: str | None, study_db: str | None, top: int, as_json: bool) -> None:
+    """The best trials with their parameters and metrics; errored trials with their reason."""
+    import json
+
+    from rich.console import Console
+
+    from rectune.results.report import show, show_tables
+
+    c = _open(name, storage, study_db)
+    data = show(c, top)
+    if as_json:
+        click.echo(json.dumps(data, indent=1, default=str))
+        return
+    console = Console(width=160)
+    for t in show_tables(c, data):
+        console.print(t)
+
+
+@results.command("best", context_settings=CONTEXT)
+@NAME
+@STORAGE
+@STUDY_DB
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="a .yaml file to write")
+@click.option("--trial", default=None, type=int, help="this trial number instead of the best")
+def results_best(name: str, storage: str | None, study_db: str | None, out: Path, trial: int | None) -> None:
+    """The best trial's full configuration, as a file `rectune train --config` takes."""
+    from rectune.results import write_best
+
+    path, t = write_best(_open(name, storage, study_db), out, trial)
+    click.echo(f"wrote {path}: trial {t.number} ({t.trial_id}), value(s) {t.values}")
+
+
+@results.command("export", context_settings=CONTEXT)
+@NAME
+@STORAGE
+@STUDY_DB
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv, FILE.parquet or FILE.json")
+def results_export(name: str, storage: str | None, study_db: str | None, out: Path) -> None:
+    """One row per trial: state, objective, parameters, final and best-epoch metrics, error."""
+    from rectune.results import export
+    from rectune.results.export import FORMATS, check_out
+
+    check_out(out, FORMATS)  # before the campaign is read
+    c = _open(name, storage, study_db)
+    export(c, out)
+    click.echo(f"wrote {out}: {len(c.trials)} trial(s)")
+
+
+@results.command("importance", context_settings=CONTEXT)
+@NAME
+@STORAGE
+@STUDY_DB
+@click.option("--evaluator", default="ped-anova", show_default=True,
+              type=click.Choice(["ped-anova", "fanova", "mdi"]), help="Optuna's importance evaluator")
+@click.option("--json", "as_json", is_flag=True)
+def results_importance(name: str, storage: str | None, study_db: str | None, evaluator: str, as_json: bool) -> None:
+    """Parameter importances over the completed trials, per objective (Optuna's evaluators)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from rectune.results import importance
+
+    found = importance(_open(name, storage, study_db), evaluator)
+    if as_json:
+        click.echo(json.dumps([i.to_dict() for i in found], indent=1))
+        return
+    console = Console(width=160)
+    for imp in found:
+        table = Table(title=f"importance for {imp.objective} ({imp.evaluator}, {imp.trials} completed trials)",
+                      title_justify="left")
+        table.add_column("key")
+        table.add_column("importance", justify="right")
+        table.add_column("")
+        for k, v in imp.importances.items():
+            table.add_row(k, f"{v:.3f}", "█" * round(30 * v))
+        for k, (v, n) in imp.branches.items():
+            table.add_row(k, f"{v:.3f}", f"within its branch ({n} trials where it was searched)")
+        for k, why in imp.not_assessed.items():
+            table.add_row(k, "-", why)
+        console.print(table)
+
+
+@results.command("plot", context_settings=CONTEXT)
+@NAME
+@STORAGE
+@STUDY_DB
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="folder for the PNGs and report.html")
+def results_plot(name: str, storage: str | None, study_db: str | None, out: Path) -> None:
+    """Optimisation history, importances, parallel coordinates, learning curves: PNG and HTML."""
+    from rectune.results import plot
+
+    for f in plot(_open(name, storage, study_db), out):
+        click.echo(f"wrote {f}")
+
+
+@results.command("evaluate", context_settings=CONTEXT)
+@NAME
+@STORAGE
+@STUDY_DB
+@click.option("--top", default=3, show_default=True, type=click.IntRange(min=1), help="best configurations to retrain")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="seeds per configuration")
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="runs folder (default evaluations/NAME)")
+@click.option("--data", "data_dir", default=None, type=click.Path(path_type=Path),
+              help="the prepared dataset (default: the campaign's)")
+@click.option("--address", default=None, help="a running Ray cluster; default: start a local Ray")
+@click.option("--json", "as_json", is_flag=True)
+def results_evaluate(name: str, storage: str | None, study_db: str | None, top: int, seeds: int, out: Path | None,
+                     data_dir: Path | None, address: str | None, as_json: bool) -> None:
+    """Retrain the top configurations and the baseline (no augmentation, concat, equal weights)
+    with several seeds: test metrics mean ± std and the lift over the baseline with its 95% CI."""
+    import json
+
+    from rich.console import Console
+
+    from rectune.results import evaluate
+    from rectune.results.evaluate import table
+
+    console = Console(width=160, stderr=as_json)
+    report = evaluate(_open(name, storage, study_db), top=top, seeds=seeds, out=out, data=data_dir, address=address,
+                      console=console)
+    if as_json:
+        click.echo(json.dumps(report, indent=1, default=float))
+    else:
+        console.print(table(report))
+        console.print(f"runs and evaluate.json in {report['out']}")
 
 
 @main.command("predict", context_settings=CONTEXT)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ STORAGE_ENV = "RECTUNE_STORAGE"
 STUDY_DB_ENV = "RECTUNE_STUDY_DB"
 DRIVER_CPUS = 0.01
 TRIAL_RETRIES = 2
+TUNE_TRIAL_ATTR = "tune_trial_id"
 
 
 def _is_uri(path: str) -> bool:
@@ -285,6 +287,13 @@ class StudySearch(OptunaSearch):
             return False
         return self._ot_study._storage.get_trial(ot._trial_id).state.is_finished()  # noqa: SLF001
 
+    def suggest(self, trial_id: str):
+        out = super().suggest(trial_id)
+        ot = self._ot_trials.get(trial_id)
+        if isinstance(out, dict) and ot is not None:  # the results commands join study and Tune by this
+            ot.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+        return out
+
     def on_trial_result(self, trial_id: str, result: dict):
         if not self._closed(trial_id):
             super().on_trial_result(trial_id, result)
@@ -446,6 +455,7 @@ def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: s
     meta = meta or {"name": name, "data": str(Path(ds.path).resolve()), "created": now,
                     "space_fingerprint": space.fingerprint(), "space_file": str(space_file)}
     meta.update({"status": "running", "trials_target": space.trials, "resumed": now if resume else None,
+                 "driver": {"host": socket.gethostname(), "pid": os.getpid()},
                  "study_db": redact(url), "study_name": name,
                  "objective": space.objective.to_dict(), "searcher_metric": space.objective.searcher_metric,
                  "searcher_mode": space.objective.searcher_mode})

@@ -1,0 +1,190 @@
+"""``rectune results evaluate``: does the campaign's best beat the baseline on held-out data?
+
+The top ``K`` configurations of a campaign and a **baseline** (the campaign's fixed settings with
+no augmentation, ``model.fusion=concat`` and ``loss.weighting=fixed`` with equal task weights) are
+each retrained with ``S`` seeds, the same way a campaign trains (``rectune train``: Ray Train,
+the Ray Data stream, the best epoch by ``train.metric`` on valid). Test metrics at the best epoch
+are reported as mean ± std over the seeds; the **lift** of a configuration is its paired
+difference from the baseline at the same seed, with a 95% t-interval over the seeds.
+
+The seeds are not the campaign's own (``train.seed`` + 1 ...): the top trials were chosen on that
+seed, and a lift measured on it would include the luck of the selection.
+
+Runs go to ``--out`` (default ``evaluations/<campaign>``), one run folder each; an interrupted
+evaluation run again reuses the runs that finished. The campaign folder is only read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rectune.errors import ConfigError
+from rectune.results.export import write_atomic
+from rectune.results.store import Campaign
+from rectune.runconfig import RunConfig
+
+BASELINE = "baseline"
+
+
+def baseline_config(c: Campaign) -> RunConfig:
+    """The campaign's fixed settings with augmentation off, concatenation, equal fixed weights."""
+    defaults = RunConfig()
+    cfg = c.space.base()
+    for k in list(cfg.values):
+        if k.startswith("augment."):
+            cfg.set(k, defaults[k])
+        elif k.startswith("loss.weights."):
+            cfg.set(k, 1.0)
+    cfg.set("model.fusion", "concat")
+    cfg.set("loss.weighting", "fixed")
+    return cfg
+
+
+@dataclass
+class Candidate:
+    label: str
+    trial: int | None
+    config: RunConfig
+
+
+def candidates(c: Campaign, top: int) -> list[Candidate]:
+    ranked = c.ranked()
+    if not ranked:
+        raise ConfigError(f"campaign '{c.name}': no completed trial to evaluate ({c.summary_counts()})")
+    return [Candidate(BASELINE, None, baseline_config(c))] + [
+        Candidate(f"trial-{t.number}", t.number, c.config_of(t)) for t in ranked[:top]]
+
+
+def t_quantile(df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")
+    return m, sd
+
+
+def lift(xs: list[float], base: list[float]) -> dict[str, Any]:
+    """Paired lift (same seeds): mean difference and its 95% t-interval (None for one seed)."""
+    d = [x - b for x, b in zip(xs, base)]
+    m, sd = mean_std(d)
+    if len(d) < 2:
+        return {"mean": m, "ci95": None, "seeds": len(d)}
+    half = t_quantile(len(d) - 1) * sd / math.sqrt(len(d))
+    return {"mean": m, "ci95": [m - half, m + half], "seeds": len(d)}
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+
+
+def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None = None, data: str | Path | None = None,
+             address: str | None = None, workers: int = 1, console: Console | None = None) -> dict[str, Any]:
+    import ray
+
+    from rectune.data.prepared import open_dataset
+    from rectune.train.run import start_ray, train, trainer_inputs
+
+    console = console or Console()
+    if top < 1 or seeds < 1:
+        raise ConfigError(f"--top {top} --seeds {seeds}: both must be at least 1")
+    data = Path(data or c.meta.get("data") or "")
+    if not (data / "schema.json").is_file():
+        raise ConfigError(f"--data {data}: not a prepared dataset (the campaign ran on {c.meta.get('data')}); "
+                          f"pass --data")
+    ds = open_dataset(data)
+    cands = candidates(c, top)
+    first_seed = int(c.space.base()["train.seed"]) + 1
+    seed_list = list(range(first_seed, first_seed + seeds))
+    for cand in cands:  # every configuration builds on this dataset before anything trains
+        trainer_inputs(ds, cand.config)
+    out = Path(out or Path("evaluations") / c.name)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = [f"test/{t}_auc" for t in ds.schema.tasks] + (["test/mean_auc"] if len(ds.schema.tasks) > 1 else [])
+    metrics += [f"test/{t}_cold_auc" for t in ds.schema.tasks]
+    runs: dict[str, list[dict]] = {cand.label: [] for cand in cands}
+    started = start_ray(address)
+    try:
+        for cand in cands:
+            for seed in seed_list:
+                run_dir = out / _slug(cand.label) / f"seed-{seed}"
+                done = run_dir / "metrics.json"
+                if done.is_file():
+                    best = json.loads(done.read_text())["best"]
+                    console.print(f"{cand.label} seed {seed}: reused {run_dir}")
+                else:
+                    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run of this evaluation
+                    cfg = RunConfig(cand.config.to_dict())
+                    cfg.set("train.seed", seed)
+                    result = train(data, cfg, run_dir, workers=workers, console=Console(file=io.StringIO()))
+                    best = result.metrics["best"]
+                    console.print(f"{cand.label} seed {seed}: " + ", ".join(
+                        f"{m} {best[m]:.4f}" for m in metrics if isinstance(best.get(m), (int, float))))
+                runs[cand.label].append({m: best.get(m) for m in metrics})
+    finally:
+        if started:
+            ray.shutdown()
+    report = _report(c, cands, seed_list, metrics, runs)
+    write_atomic(out / "evaluate.json", lambda p: p.write_text(json.dumps(report, indent=1, default=float)))
+    report["out"] = str(out)
+    return report
+
+
+def _report(c: Campaign, cands: list[Candidate], seeds: list[int], metrics: list[str],
+            runs: dict[str, list[dict]]) -> dict[str, Any]:
+    base = runs[BASELINE]
+    rows = []
+    for cand in cands:
+        row: dict[str, Any] = {"label": cand.label, "trial": cand.trial, "config": cand.config.changed(), "metrics": {}}
+        for m in metrics:
+            xs = [r[m] for r in runs[cand.label]]
+            bs = [r[m] for r in base]
+            if any(not isinstance(x, (int, float)) or math.isnan(x) for x in xs + bs):
+                continue  # e.g. no cold items in the test split
+            mean, sd = mean_std(xs)
+            entry = {"mean": mean, "std": sd, "values": xs}
+            if cand.label != BASELINE:
+                entry["lift"] = lift(xs, bs)
+            row["metrics"][m] = entry
+        rows.append(row)
+    return {"campaign": c.name, "seeds": seeds, "metrics": metrics, "rows": rows}
+
+
+def table(report: dict) -> Table:
+    t = Table(title=f"campaign {report['campaign']}: test metrics at the best valid epoch, mean ± std over seeds "
+                    f"{', '.join(map(str, report['seeds']))}; lift = paired difference from the baseline "
+                    f"[95% CI]", title_justify="left")
+    t.add_column("configuration", no_wrap=True)
+    shown = [m for m in report["metrics"] if any(m in r["metrics"] for r in report["rows"])]
+    for m in shown:
+        t.add_column(m, justify="right")
+    for r in report["rows"]:
+        cells = []
+        for m in shown:
+            e = r["metrics"].get(m)
+            if e is None:
+                cells.append("-")
+                continue
+            cell = f"{e['mean']:.4f} ± {e['std']:.4f}" if not math.isnan(e["std"]) else f"{e['mean']:.4f}"
+            lf = e.get("lift")
+            if lf is not None:
+                ci = lf["ci95"]
+                cell += f"\n{lf['mean']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
+            cells.append(cell)
+        t.add_row(r["label"], *cells)
+    return t
