@@ -50,6 +50,8 @@ def run(workdir: Path, rows: int = 200_000, seed: int = 0, console: Console | No
                           console=console)
     console.print(
         f"\ncampaign folder: {result.folder.root}\n"
+        f"its results: [bold]rectune results show {name} --storage {Path(workdir) / 'campaigns'}[/bold] "
+        f"(also best, export, importance, plot, evaluate: rectune results --help)\n"
         f"next: [bold]rectune tune --data {ds.path} --space search_spaces/full.yaml --name my-campaign[/bold], "
         f"[bold]rectune train --data {ds.path} --set model.mtl=mmoe[/bold], or import a real dataset with "
         "[bold]rectune data import --help[/bold]"

@@ -309,3 +309,36 @@ def test_a_killed_driver_reads_as_interrupted(campaign, tmp_path):
     meta["driver"]["pid"] = os.getpid()
     (storage / NAME / "campaign.json").write_text(json.dumps(meta))
     assert open_campaign(NAME, str(storage)).status == "running"
+
+
+def test_the_study_opens_in_optuna_dashboard(campaign, tmp_path):
+    """The README's command: optuna-dashboard on a copy of the study, bound to 127.0.0.1."""
+    import socket as sk
+    import urllib.request
+
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    if not exe.exists():
+        pytest.skip("optuna-dashboard is not installed (pip install -e '.[dashboard]')")
+    copy = tmp_path / "study.db"
+    from rectune.results.store import snapshot_sqlite
+
+    snapshot_sqlite(campaign["storage"] / NAME / "study.db", copy)
+    with sk.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(exe), f"sqlite:///{copy}", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = None
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "optuna-dashboard did not answer within 30 s"
+        assert [s["study_name"] for s in body["study_summaries"]] == [NAME]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from rectune.errors import ConfigError
+from rectune.results import open_campaign
 from rectune.tune.campaign import run_campaign
 
 from .spaces import TINY, write_space
@@ -52,6 +53,10 @@ def test_campaign_survives_a_killed_driver_and_resumes(small_world, tmp_path):
     closed = {t.number: t.value for t in study_trials(url, "c1") if t.state == optuna.trial.TrialState.COMPLETE}
     meta = json.loads((storage / "c1" / "campaign.json").read_text())
     assert meta["status"] == "running"  # it never got to say otherwise
+    # the results commands see it as interrupted (its driver is gone), with what the study closed
+    seen = open_campaign("c1", str(storage))
+    assert seen.status == "interrupted"
+    assert {t.number: t.value for t in seen.trials if t.state == "complete"} == closed
 
     # the same name again without --resume: refused, nothing touched
     before = (storage / "c1" / "campaign.json").read_text()
@@ -79,6 +84,9 @@ def test_campaign_survives_a_killed_driver_and_resumes(small_world, tmp_path):
     assert meta["status"] == "finished" and meta["resumed"]
     assert (storage / "c1" / "space.yaml").is_file() and (storage / "c1" / "tune").is_dir()
     assert len(list((storage / "c1" / "train").glob("train-*"))) == 4
+    after = open_campaign("c1", str(storage))  # the results agree with the study: each trial once
+    assert after.status == "finished" and len(after.trials) == 4
+    assert sorted(t.value for t in after.trials) == sorted(t.value for t in complete)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -138,6 +146,10 @@ def test_campaign_with_its_study_on_postgresql(small_world, tmp_path):
         found = {(round(t["valid/click_auc"], 6), round(t["valid/conversion_auc"], 6)) for t in result.trials}
         assert {tuple(round(v, 6) for v in t.values) for t in complete} == found
         assert not (tmp_path / "campaigns" / name / "study.db").exists()
+        # the results side reads the PostgreSQL study through campaign.json's URL: two objectives
+        c = open_campaign(name, str(tmp_path / "campaigns"))
+        assert c.objectives == ["valid/click_auc", "valid/conversion_auc"] and c.count("complete") == 2
+        assert {tuple(t.values) for t in c.ranked()} == {tuple(t.values) for t in complete}
         # the study name is taken in the shared database: a new campaign of that name is refused
         with pytest.raises(ConfigError, match=f"a study named '{name}' exists there already"):
             run_campaign(small_world, space, name, storage=str(tmp_path / "other"), study_db=url)

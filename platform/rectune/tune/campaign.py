@@ -3,7 +3,8 @@
 Campaign folder (``<storage>/<name>``)::
 
     campaign.json   name, dataset, status (running / finished / interrupted / failed), times,
-                    the study's database URL (without password) and name, the space's fingerprint
+                    the study's database URL (without password) and name, the space's fingerprint,
+                    the driver's host and pid (a "running" campaign whose driver is gone was killed)
     space.yaml      the resolved search space (every default written out)
     study.db        the Optuna study (SQLite), unless --study-db names another database
     tune/           the Ray Tune experiment (trial results, searcher and scheduler state)
