@@ -426,9 +426,11 @@ def join(study_trials: list, tune_trials: list[TuneTrial], objectives: list[str]
     by_id = {t.trial_id: t for t in tune_trials}
     used: set[str] = set()
     out = []
-    for ft in study_trials:
+    # completed trials claim their Tune trial first: a trial a killed driver left behind (closed
+    # later as orphaned) may name the same Tune trial as the study trial that re-ran it
+    for ft in sorted(study_trials, key=lambda ft: (ft.state.name != "COMPLETE", ft.number)):
         tid = ft.user_attrs.get(TUNE_TRIAL_ATTR)
-        tt = by_id.get(tid) if tid else None
+        tt = by_id.get(tid) if tid and tid not in used else None
         if tt is None:  # a study from before the attribute: the Tune trial with the same parameters
             tt = next((t for t in tune_trials if t.trial_id not in used and t.params == ft.params), None)
         if tt is not None:
@@ -441,6 +443,7 @@ def join(study_trials: list, tune_trials: list[TuneTrial], objectives: list[str]
                                params=dict(ft.params), values=list(ft.values) if ft.values is not None else None,
                                history=tt.history if tt else [], error=error if state == "errored" else None,
                                started=ft.datetime_start, finished=ft.datetime_complete))
+    out.sort(key=lambda t: t.number)
     for tt in tune_trials:  # started by Tune, never recorded by the study (a driver killed in between)
         if tt.trial_id not in used:
             out.append(TrialRecord(number=None, trial_id=tt.trial_id, state="errored" if tt.error else "running",

@@ -306,6 +306,23 @@ class StudySearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
+def close_orphans(storage, study_name: str) -> list[int]:
+    """Mark the study's trials that are still RUNNING when the campaign has finished as FAIL, with
+    the reason in ``user_attrs["error"]``: a driver killed between Optuna's ``ask`` and Tune's next
+    save of its experiment leaves such a trial behind, and Tune re-runs its configuration as
+    another study trial. Returns their numbers."""
+    import optuna
+
+    study_id = storage.get_study_id_from_name(study_name)
+    closed = []
+    for ft in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_user_attr(ft._trial_id, "error", "orphaned: left running by a killed campaign driver; "  # noqa: SLF001
+                                    "Tune ran its configuration again as another trial")
+        storage.set_trial_state_values(ft._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+        closed.append(ft.number)
+    return closed
+
+
 def _searcher(space: SearchSpace, name: str, storage):
     import optuna
 
@@ -502,6 +519,8 @@ def _run(folder, space, ds, meta, study_storage, address, resume, console, cpus,
         trials = _trials(grid, space.objective.names())
         finished = len(trials) >= space.trials and all(t["status"] in ("done", "error") for t in trials)
         status = "finished" if finished else "interrupted"
+        if finished:
+            close_orphans(study_storage, meta["study_name"])
     except KeyboardInterrupt:
         status, trials = "interrupted", []
         raise
