@@ -175,6 +175,13 @@ class PreparedDataset:
                 raise DataError.at(ds.split_path(split), f"missing file: expected the {split} split")
         if not (path / ITEMS_FILE).is_file():
             raise DataError.at(path / ITEMS_FILE, "missing file: expected the item table")
+        for split in SPLITS:  # each file's footer: a truncated or overwritten file is refused here
+            rows = _parquet_rows(ds.split_path(split))
+            expected = schema.rows.get(split)
+            if expected is not None and rows != expected:
+                raise DataError.at(ds.split_path(split), f"{rows} rows but schema.json says rows.{split} = {expected}; "
+                                   f"the file was changed after the dataset was written")
+        _parquet_rows(path / ITEMS_FILE)
         return ds
 
     def split_path(self, split: str) -> Path:
@@ -240,6 +247,13 @@ class PreparedDataset:
         rel = self.relations()
         if rel is not None:
             check_relations(str(self.path / RELATIONS_FILE), rel, self.schema)
+
+
+def _parquet_rows(path: Path) -> int:
+    try:
+        return pq.read_metadata(path).num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError.at(path, f"not a readable Parquet file ({str(exc).splitlines()[0]})") from None
 
 
 def open_dataset(path: str | Path, validate: bool = False) -> PreparedDataset:

@@ -12,7 +12,9 @@ augmentation it iterates the stream every epoch. Evaluation splits are pulled on
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -105,7 +107,21 @@ def train_loop_per_worker(cfg: dict) -> None:
                     dist.all_reduce(n, op=dist.ReduceOp.MIN)
                     cache = TensorRows({k: v[: int(n)] for k, v in cache.columns.items()})
             batches = cache.batches(batch_size, seed=epoch_seed(seed, epoch) + rank)
-        losses = trainer.train_epoch(batches, progress=tick)
+        _poison(model, config, cfg, epoch)
+        try:
+            losses = trainer.train_epoch(batches, progress=tick)
+        except FloatingPointError as exc:
+            if not cfg.get("errors_as_results"):
+                raise
+            # a Tune trial: retrying cannot help; report the reason and end the run, so that Tune
+            # does not retry it and the study records the trial as failed (its objective is NaN)
+            reason = f"FloatingPointError: {exc}"
+            report = {"epoch": epoch, "trial/error": reason, "stopped_early": True,
+                      **{f"best/{k}": float("nan") for k in cfg.get("report_best", ())}}
+            ray.train.report(report)
+            if progress is not None:
+                progress.update.remote(metrics=report)
+            break
         train_time = time.perf_counter() - t0
         metrics: dict = {"epoch": epoch, "train/time_s": train_time,
                          "train/max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -152,4 +168,17 @@ def train_loop_per_worker(cfg: dict) -> None:
             marker = Path(cfg["fail_marker"])
             if not marker.exists():
                 marker.write_text("failed once")
+                if cfg.get("fail_kill"):  # the worker process dies, as on a lost node or OOM kill
+                    os.kill(os.getpid(), signal.SIGKILL)
                 raise RuntimeError(f"injected failure after epoch {epoch} (test of resume)")
+
+
+def _poison(model, config, cfg: dict, epoch: int) -> None:
+    """Test hook of the reliability drills: from ``poison_at_epoch`` on, a run whose config has the
+    values of ``poison_when`` gets NaN weights, so its loss turns NaN as a diverging run's would."""
+    when = cfg.get("poison_when")
+    if when is None or epoch != cfg.get("poison_at_epoch", 0):
+        return
+    if all(config[k] == v for k, v in when.items()):
+        with torch.no_grad():
+            next(model.mtl.parameters()).fill_(float("nan"))

@@ -44,6 +44,8 @@ STUDY_DB_ENV = "RECTUNE_STUDY_DB"
 DRIVER_CPUS = 0.01
 TRIAL_RETRIES = 2
 TUNE_TRIAL_ATTR = "tune_trial_id"
+ERROR_KEY = "trial/error"
+"""What a trial reports when it ends on an error that a retry cannot mend (a loss turned NaN)."""
 
 
 def _is_uri(path: str) -> bool:
@@ -140,6 +142,9 @@ def _study_storage(url: str):
                           f"{str(exc).splitlines()[0]})") from None
     except sqlalchemy.exc.OperationalError as exc:
         raise ConfigError(f"--study-db {redact(url)}: cannot connect ({str(exc.orig).splitlines()[0]})") from None
+    except sqlalchemy.exc.DatabaseError as exc:  # e.g. a SQLite file cut short: "file is not a database"
+        raise ConfigError(f"--study-db {redact(url)}: not a usable study database "
+                          f"({str(exc.orig).splitlines()[0]}); nothing was changed") from None
 
 
 def _study_exists(storage, name: str) -> bool:
@@ -194,7 +199,8 @@ def trial_driver(config: dict, setup: dict) -> None:
     trainer, clock, _ = make_trainer(
         ds, run_config, inputs, setup["train_storage"], f"train-{trial_id}", workers=space.workers,
         use_gpu=space.gpus_per_worker > 0, trials=space.concurrency, max_failures=1, clock_id=trial_id,
-        extra={"report_best": report_best, "report_placement_group": True, **setup.get("extra", {})},
+        extra={"report_best": report_best, "report_placement_group": True, "errors_as_results": True,
+               **setup.get("extra", {})},
         callbacks=[TuneReportCallback()], gpus_per_worker=space.gpus_per_worker or None)
     try:
         result = trainer.fit()
@@ -236,6 +242,10 @@ class TrialEvents(ray.tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         release(trial)
         r = trial.last_result or {}
+        if r.get(ERROR_KEY):
+            Console().print(f"trial {trial.trial_id} [red]errored[/red] after {r.get('training_iteration', 0)} "
+                            f"epoch(s): {r[ERROR_KEY]}")
+            return
         Console().print(f"trial {trial.trial_id} done after {r.get('training_iteration', 0)} epoch(s): "
                         f"{self.metric} = {_fmt(r.get(self.metric))}")
 
@@ -303,6 +313,14 @@ class StudySearch(OptunaSearch):
         if self._closed(trial_id):
             self._completed_trials.add(trial_id)
             return
+        ot = self._ot_trials.get(trial_id)
+        if ot is not None and result and result.get(ERROR_KEY):  # ended on an error it reported itself
+            import optuna
+
+            ot.set_user_attr("error", str(result[ERROR_KEY])[:500])
+            self._ot_study.tell(ot, state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return
         super().on_trial_complete(trial_id, result, error)
 
 
@@ -316,8 +334,9 @@ def close_orphans(storage, study_name: str) -> list[int]:
     study_id = storage.get_study_id_from_name(study_name)
     closed = []
     for ft in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_user_attr(ft._trial_id, "error", "orphaned: left running by a killed campaign driver; "  # noqa: SLF001
-                                    "Tune ran its configuration again as another trial")
+        if "error" not in ft.user_attrs:
+            storage.set_trial_user_attr(ft._trial_id, "error", "orphaned: left running by a killed campaign "  # noqa: SLF001
+                                        "driver; Tune ran its configuration again as another trial")
         storage.set_trial_state_values(ft._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
         closed.append(ft.number)
     return closed
@@ -364,11 +383,11 @@ def _trials(grid, metrics: list[str]) -> list[dict]:
         keep = [c for c in (*HISTORY_KEYS, *metrics, *(f"best/{k}" for k in metrics))
                 if df is not None and c in df.columns]
         out.append({"trial_id": m.get("trial_id") or (r.path or "").rsplit("/", 1)[-1],
-                    "status": "error" if r.error else "done", "config": dict(r.config or {}),
+                    "status": "error" if r.error or m.get(ERROR_KEY) else "done", "config": dict(r.config or {}),
                     "epochs": m.get("training_iteration", 0),
                     **{k: m.get(f"best/{k}") for k in metrics},
                     "history": df[keep].to_dict("records") if keep else [],
-                    "error": str(r.error).strip().splitlines()[-1][:300] if r.error else None})
+                    "error": str(r.error).strip().splitlines()[-1][:300] if r.error else m.get(ERROR_KEY)})
     return out
 
 
@@ -432,7 +451,7 @@ def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: s
     console = console or Console()
     space = load(space_file).with_budget(trials)
     folder = CampaignFolder(storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE, name)
-    ds = open_dataset(data)
+    ds = open_dataset(data, validate=True)  # every file read once: a damaged one is refused before any trial
     space.check_dataset(ds.schema.tasks)
     check_on_dataset(space, ds)
     meta = folder.meta()
