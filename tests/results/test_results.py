@@ -342,3 +342,21 @@ def test_the_study_opens_in_optuna_dashboard(campaign, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_resume_with_a_truncated_study_is_refused_and_overwrites_nothing(campaign, tmp_path):
+    storage = tmp_path / "campaigns"
+    shutil.copytree(campaign["storage"] / NAME, storage / NAME)
+    db = storage / NAME / "study.db"
+    db.write_bytes(db.read_bytes()[:2048])
+    meta = json.loads((storage / NAME / "campaign.json").read_text())
+    meta["study_db_full"] = f"sqlite:///{db}"
+    (storage / NAME / "campaign.json").write_text(json.dumps(meta))
+    before = _fingerprint(storage / NAME)
+    r = subprocess.run([sys.executable, "-m", "rectune.cli", "tune", "--data", str(campaign["data"]), "--space",
+                        str(campaign["space"]), "--name", NAME, "--storage", str(storage), "--resume"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a usable study database" in lines[0], r.stderr
+    assert _fingerprint(storage / NAME) == before
