@@ -80,7 +80,7 @@ def test_a_truncated_parquet_file_is_refused_before_anything_is_written(small_wo
                        text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "train.parquet" in lines[0] and "not a readable Parquet file" in lines[0], r.stderr
+    assert len(lines) == 1 and "train.parquet" in lines[0] and "unreadable Parquet file" in lines[0], r.stderr
     assert not out.exists()
 
 
@@ -164,3 +164,43 @@ def test_every_listener_of_rectunes_ray_is_on_loopback(rectune_ray):
             continue
         exposed += [(cmd[0].rsplit("/", 1)[-1], a) for a in addresses if a not in ("127.0.0.1", "::1")]
     assert exposed == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_campaigns_at_once_on_one_storage_with_results_read_during_both(small_world, tmp_path):
+    """Two `rectune tune` processes (each its own private Ray) on the same --storage, and the results
+    commands reading both while they run; both finish with every trial once. Slow (two campaigns on
+    a 2-core machine): `pytest -m slow`."""
+    import time
+
+    space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 1})
+    storage = tmp_path / "campaigns"
+    procs = {name: subprocess.Popen([sys.executable, "-m", "rectune.cli", "tune", "--data", str(small_world),
+                                     "--space", str(space), "--name", name, "--storage", str(storage)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True) for name in ("a", "b")}
+    reads = []
+    try:
+        deadline = time.time() + 800
+        while time.time() < deadline and any(p.poll() is None for p in procs.values()):
+            if all((storage / n / "study.db").exists() for n in procs):
+                r = subprocess.run([sys.executable, "-m", "rectune.cli", "results", "list", "--storage", str(storage),
+                                    "--json"], capture_output=True, text=True, timeout=120)
+                reads.append((r.returncode, r.stdout, r.stderr, [p.poll() is None for p in procs.values()]))
+            time.sleep(5)
+        outs = {n: p.communicate(timeout=60)[0] for n, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs.values()), outs
+    during = [r for r in reads if all(r[3])]
+    assert during, "no read while both campaigns ran"
+    assert all(r[0] == 0 for r in reads), [r[2] for r in reads if r[0]]
+    assert {x["name"] for x in json.loads(during[0][1])} == {"a", "b"}
+    for name in procs:
+        trials = _study(storage, name)
+        assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        c = open_campaign(name, str(storage))
+        assert c.status == "finished" and c.count("complete") == 2
