@@ -110,7 +110,7 @@ def show_tables(c: Campaign, data: dict) -> list[Table]:
     for k in tasks_auc:
         best.add_column(k + " @best", justify="right", no_wrap=True)
     best.add_column("epochs", justify="right")
-    best.add_column("parameters")
+    best.add_column("parameters", overflow="fold", min_width=30)
     for i, r in enumerate(data["best"], 1):
         params = "\n".join(f"{k}={_f(v)}" for k, v in r["params"].items())
         best.add_row(str(i), f"{r['trial']} ({r['trial_id'] or '-'})", *[_f(r.get(m)) for m in c.objectives],

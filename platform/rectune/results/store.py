@@ -260,14 +260,10 @@ def open_folder(name: str, storage: str | None = None) -> tuple[CampaignFolder, 
     folder = CampaignFolder(root, name)
     meta = folder.meta()
     if meta is None:
-        try:
-            known = campaign_names(root)
-        except ConfigError:
-            raise
         if folder.local is not None and folder.local.is_dir():
             raise ConfigError(f"{folder.root}: not a campaign (no campaign.json)")
         raise ConfigError(f"campaign '{name}': not found in {root} (campaigns there: "
-                          f"{', '.join(known) or 'none'})")
+                          f"{', '.join(campaign_names(root)) or 'none'})")
     return folder, meta
 
 
