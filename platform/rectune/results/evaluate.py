@@ -110,7 +110,9 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
     first_seed = int(c.space.base()["train.seed"]) + 1
     seed_list = list(range(first_seed, first_seed + seeds))
     for cand in cands:  # every configuration builds on this dataset before anything trains
-        trainer_inputs(ds, cand.config)
+        check = RunConfig(cand.config.to_dict())
+        check.set("model.kg.pretrain", 0)  # TransE pretraining runs once, in the run itself
+        trainer_inputs(ds, check)
     out = Path(out or Path("evaluations") / c.name)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; expected a folder")
