@@ -324,6 +324,17 @@ def bench_tune(dataset: Path, trials: int, epochs: int, concurrency: int, seed: 
     run(dataset, trials=trials, epochs=epochs, concurrency=concurrency, seed=seed, storage=storage)
 
 
+@bench.command("scale", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--trials", default=4, show_default=True, type=click.IntRange(min=1), help="per campaign")
+def bench_scale(dataset: Path, epochs: int, trials: int) -> None:
+    """One trial with 1 and 2 Train workers; a campaign with 1, 2 and 4 trials at a time."""
+    from rectune.bench.scale import run
+
+    run(dataset, epochs=epochs, trials=trials)
+
+
 # ---------------------------------------------------------------------------------------------
 def _run_config(config_file: Path | None, sets: tuple[str, ...]):
     from rectune.config import parse_sets
