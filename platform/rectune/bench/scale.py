@@ -85,28 +85,26 @@ def run(path: str | Path, epochs: int = 2, trials: int = 4, workers: tuple[int, 
     return out
 
 
-def _print(out: dict, path, rows: int, epochs: int, trials: int, console: Console) -> None:
-    t = Table(title=f"one trial's throughput by Train workers ({path}, {rows:,} training rows, MMoE)",
-              title_justify="left")
-    for col in ("workers", "steady epoch s", "samples/s", "vs 1 worker"):
+def _table(title: str, columns: tuple[str, ...], results: dict, rate: str, cells) -> Table:
+    """One row per setting: ``cells(o)`` for a measured one, then its ``rate`` against the first
+    setting's (1 worker, 1 at a time); a skipped setting shows why."""
+    t = Table(title=title, title_justify="left")
+    for col in columns:
         t.add_column(col, justify="right")
-    base = out["workers"].get(1, {}).get("samples_s")
-    for w, o in out["workers"].items():
+    base = next(iter(results.values()), {}).get(rate)
+    for k, o in results.items():
         if "skipped" in o:
-            t.add_row(str(w), "-", "-", o["skipped"][:60])
+            t.add_row(str(k), "-", "-", o["skipped"][:80])
             continue
-        t.add_row(str(w), f"{_steady(o['epoch_s']):.2f}", f"{o['samples_s']:,.0f}",
-                  f"{o['samples_s'] / base:.2f}x" if base else "-")
-    console.print(t)
-    c = Table(title=f"a campaign's throughput by trials at a time ({trials} trials, {epochs} epochs, FIFO, "
-                    f"same configurations)", title_justify="left")
-    for col in ("at a time", "wall s", "trials/hour", "vs 1 at a time"):
-        c.add_column(col, justify="right")
-    base = out["concurrency"].get(1, {}).get("trials_per_hour")
-    for k, o in out["concurrency"].items():
-        if "skipped" in o:
-            c.add_row(str(k), "-", "-", o["skipped"][:80])
-            continue
-        c.add_row(str(k), f"{o['wall_s']:.0f}", f"{o['trials_per_hour']:.1f}",
-                  f"{o['trials_per_hour'] / base:.2f}x" if base else "-")
-    console.print(c)
+        t.add_row(str(k), *cells(o), f"{o[rate] / base:.2f}x" if base else "-")
+    return t
+
+
+def _print(out: dict, path, rows: int, epochs: int, trials: int, console: Console) -> None:
+    console.print(_table(f"one trial's throughput by Train workers ({path}, {rows:,} training rows, MMoE)",
+                         ("workers", "steady epoch s", "samples/s", "vs 1 worker"), out["workers"], "samples_s",
+                         lambda o: (f"{_steady(o['epoch_s']):.2f}", f"{o['samples_s']:,.0f}")))
+    console.print(_table(f"a campaign's throughput by trials at a time ({trials} trials, {epochs} epochs, FIFO, "
+                         f"same configurations)", ("at a time", "wall s", "trials/hour", "vs 1 at a time"),
+                         out["concurrency"], "trials_per_hour",
+                         lambda o: (f"{o['wall_s']:.0f}", f"{o['trials_per_hour']:.1f}")))
