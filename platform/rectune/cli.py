@@ -422,6 +422,11 @@ STUDY_DB = click.option("--study-db", default=None,
 NAME = click.argument("name")
 
 
+def CAMPAIGN(f):  # noqa: N802 - a decorator, named like the option constants above
+    """NAME, --storage and --study-db: how every `results` verb finds its campaign."""
+    return NAME(STORAGE(STUDY_DB(f)))
+
+
 def _open(name: str, storage: str | None, study_db: str | None):
     from rectune.results import open_campaign
 
@@ -452,9 +457,7 @@ def results_list(storage: str | None, study_db: str | None, as_json: bool) -> No
 
 
 @results.command("show", context_settings=CONTEXT)
-@NAME
-@STORAGE
-@STUDY_DB
+@CAMPAIGN
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
 def results_show(name: str, storage: str | None, study_db: str | None, top: int, as_json: bool) -> None:
@@ -476,9 +479,7 @@ def results_show(name: str, storage: str | None, study_db: str | None, top: int,
 
 
 @results.command("best", context_settings=CONTEXT)
-@NAME
-@STORAGE
-@STUDY_DB
+@CAMPAIGN
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="a .yaml file to write")
 @click.option("--trial", default=None, type=int, help="this trial number instead of the best")
 def results_best(name: str, storage: str | None, study_db: str | None, out: Path, trial: int | None) -> None:
@@ -490,9 +491,7 @@ def results_best(name: str, storage: str | None, study_db: str | None, out: Path
 
 
 @results.command("export", context_settings=CONTEXT)
-@NAME
-@STORAGE
-@STUDY_DB
+@CAMPAIGN
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.csv, FILE.parquet or FILE.json")
 def results_export(name: str, storage: str | None, study_db: str | None, out: Path) -> None:
     """One row per trial: state, objective, parameters, final and best-epoch metrics, error."""
@@ -506,9 +505,7 @@ def results_export(name: str, storage: str | None, study_db: str | None, out: Pa
 
 
 @results.command("importance", context_settings=CONTEXT)
-@NAME
-@STORAGE
-@STUDY_DB
+@CAMPAIGN
 @click.option("--evaluator", default="ped-anova", show_default=True,
               type=click.Choice(["ped-anova", "fanova", "mdi"]), help="Optuna's importance evaluator")
 @click.option("--json", "as_json", is_flag=True)
@@ -542,9 +539,7 @@ def results_importance(name: str, storage: str | None, study_db: str | None, eva
 
 
 @results.command("plot", context_settings=CONTEXT)
-@NAME
-@STORAGE
-@STUDY_DB
+@CAMPAIGN
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="folder for the PNGs and report.html")
 def results_plot(name: str, storage: str | None, study_db: str | None, out: Path) -> None:
     """Optimisation history, importances, parallel coordinates, learning curves: PNG and HTML."""
@@ -555,9 +550,7 @@ def results_plot(name: str, storage: str | None, study_db: str | None, out: Path
 
 
 @results.command("evaluate", context_settings=CONTEXT)
-@NAME
-@STORAGE
-@STUDY_DB
+@CAMPAIGN
 @click.option("--top", default=3, show_default=True, type=click.IntRange(min=1), help="best configurations to retrain")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="seeds per configuration")
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="runs folder (default evaluations/NAME)")
