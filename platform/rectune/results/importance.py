@@ -58,6 +58,12 @@ def _assess(study, params: list[str], target, evaluator) -> dict[str, float]:
         return optuna.importance.get_param_importances(study, evaluator=evaluator, params=params, target=target)
 
 
+def assessable(keys: list[str], trials: list) -> list[str]:
+    """The ``keys`` that every one of ``trials`` has and that took at least two values among them
+    (what Optuna's evaluators and the parallel-coordinates plot can use together)."""
+    return [k for k in keys if all(k in t.params for t in trials) and len({repr(t.params[k]) for t in trials}) > 1]
+
+
 def importance(c: Campaign, evaluator: str = "ped-anova", seed: int = 0) -> list[Importance]:
     """One :class:`Importance` per objective."""
     _evaluator(evaluator, seed)  # a bad name fails before any work
@@ -69,14 +75,11 @@ def importance(c: Campaign, evaluator: str = "ped-anova", seed: int = 0) -> list
     searched = [d.key for d in c.space.params]
     seen = {k: sum(k in t.params for t in trials) for k in searched}
     common = [k for k in searched if seen[k] == len(trials)]
+    varied = assessable(common, trials)
     out = []
     for i, metric in enumerate(c.objectives):
         target = (lambda t, i=i: t.values[i]) if len(c.objectives) > 1 else None
-        not_assessed: dict[str, str] = {}
-        varied = [k for k in common if len({repr(t.params[k]) for t in trials}) > 1]
-        for k in common:
-            if k not in varied:
-                not_assessed[k] = "took one value in every completed trial"
+        not_assessed = {k: "took one value in every completed trial" for k in common if k not in varied}
         imps = _assess(study, varied, target, _evaluator(evaluator, seed)) if varied else {}
         imps = {k: float(v) for k, v in imps.items()}
         branches: dict[str, tuple[float, int]] = {}
@@ -92,9 +95,7 @@ def importance(c: Campaign, evaluator: str = "ped-anova", seed: int = 0) -> list
 
             sub = optuna.create_study(directions=c.directions)
             sub.add_trials(branch)
-            keys = [p for p in searched if all(p in t.params for t in branch)
-                    and len({repr(t.params[p]) for t in branch}) > 1]
-            branch_imps = _assess(sub, keys, target, _evaluator(evaluator, seed))
+            branch_imps = _assess(sub, assessable(searched, branch), target, _evaluator(evaluator, seed))
             branches[k] = (float(branch_imps.get(k, 0.0)), len(branch))
         for k in searched:
             if seen[k] == 0:

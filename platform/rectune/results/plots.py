@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from rectune.errors import ConfigError
+from rectune.results.importance import assessable
 from rectune.results.store import Campaign
 
 MIN_TRIALS = 2
@@ -27,12 +28,6 @@ def _suffix(c: Campaign, i: int) -> str:
 
 def _target(c: Campaign, i: int):
     return (lambda t: t.values[i]) if len(c.objectives) > 1 else None
-
-
-def _common_params(c: Campaign, study) -> list[str]:
-    trials = study.get_trials(deepcopy=False)
-    return [d.key for d in c.space.params
-            if all(d.key in t.params for t in trials) and len({repr(t.params[d.key]) for t in trials}) > 1]
 
 
 def curves(c: Campaign) -> list[tuple[str, str, list[int], list[float]]]:
@@ -100,7 +95,7 @@ def plot(c: Campaign, out: str | Path) -> list[Path]:
     import optuna.visualization as ov
     import optuna.visualization.matplotlib as om
 
-    params = _common_params(c, study)
+    params = assessable([d.key for d in c.space.params], study.get_trials(deepcopy=False))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     html_parts: list[str] = []
