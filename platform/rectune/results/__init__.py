@@ -23,10 +23,8 @@ from rectune.results.export import best_config, export, trial_rows, write_best
 from rectune.results.importance import Importance, importance
 from rectune.results.plots import plot
 from rectune.results.report import list_campaigns, show, summary
-from rectune.results.store import Campaign, TrialRecord, campaign_names, load_campaign
-
-open_campaign = load_campaign
+from rectune.results.store import Campaign, TrialRecord, campaign_names, open_campaign
 
 __all__ = ["Campaign", "Importance", "TrialRecord", "baseline_config", "best_config", "campaign_names", "evaluate",
-           "export", "importance", "list_campaigns", "load_campaign", "open_campaign", "plot", "show", "summary",
+           "export", "importance", "list_campaigns", "open_campaign", "plot", "show", "summary",
            "trial_rows", "write_best"]

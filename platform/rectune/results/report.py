@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from rectune.results.store import Campaign, TrialRecord, campaign_names, load_campaign, storage_of
+from rectune.results.store import Campaign, TrialRecord, campaign_names, open_campaign, storage_of
 
 
 def summary(c: Campaign) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def list_campaigns(storage: str | None = None, study_db: str | None = None) -> l
     out = []
     for name in campaign_names(storage):
         try:
-            out.append(summary(load_campaign(name, storage, study_db)))
+            out.append(summary(open_campaign(name, storage, study_db)))
         except RectuneError as err:
             out.append({"name": name, "status": "unreadable", "error": str(err)})
     return out

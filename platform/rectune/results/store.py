@@ -267,7 +267,7 @@ def open_folder(name: str, storage: str | None = None) -> tuple[CampaignFolder, 
     return folder, meta
 
 
-def load_campaign(name: str, storage: str | None = None, study_db: str | None = None) -> Campaign:
+def open_campaign(name: str, storage: str | None = None, study_db: str | None = None) -> Campaign:
     """Open campaign ``name`` read-only and read its trials."""
     folder, meta = open_folder(name, storage)
     space_text = folder.read("space.yaml")
