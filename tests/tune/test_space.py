@@ -136,11 +136,13 @@ def test_load_names_the_file(tmp_path):
         load(bad)
 
 
-@pytest.mark.parametrize("name", ["quick", "full", "augment"])
-def test_shipped_spaces_load_and_sample(name):
+@pytest.mark.parametrize("name, tasks", [
+    ("quick", ["click", "conversion"]), ("full", ["click", "conversion"]), ("augment", ["click", "conversion"]),
+    ("bench-synth", ["click", "conversion"]), ("bench-ml100k-mtl", ["click", "like"]), ("bench-grocery-kg", ["click"])])
+def test_shipped_spaces_load_and_sample(name, tasks):
     from pathlib import Path
 
     sp = load(Path(__file__).parents[2] / "search_spaces" / f"{name}.yaml")
-    sp.check_dataset(["click", "conversion"])
+    sp.check_dataset(tasks)
     for d in sample(sp, 10):
         sp.config(d)  # every draw is a valid run configuration

@@ -10,6 +10,12 @@ difference from the baseline at the same seed, with a 95% t-interval over the se
 The seeds are not the campaign's own (``train.seed`` + 1 ...): the top trials were chosen on that
 seed, and a lift measured on it would include the luck of the selection.
 
+With ``ablate``, the best configuration is also retrained with one component switched off at a
+time (``ABLATIONS``: augmentation, knowledge-graph and text fusion, multi-task loss weighting);
+the **share** of the lift that a component carries is (best − best without it) / (best −
+baseline), per metric, from the means over the seeds. A component the best configuration does
+not use is reported as such, not retrained.
+
 Runs go to ``--out`` (default ``evaluations/<campaign>``), one run folder each; an interrupted
 evaluation run again reuses the runs that finished. The campaign folder is only read.
 """
@@ -36,17 +42,39 @@ from rectune.runconfig import RunConfig
 BASELINE = "baseline"
 
 
-def baseline_config(c: Campaign) -> RunConfig:
-    """The campaign's fixed settings with augmentation off, concatenation, equal fixed weights."""
+def _augmentation_off(cfg: RunConfig) -> None:
     defaults = RunConfig()
-    cfg = c.space.base()
     for k in list(cfg.values):
         if k.startswith("augment."):
             cfg.set(k, defaults[k])
-        elif k.startswith("loss.weights."):
+
+
+def _kg_text_off(cfg: RunConfig) -> None:
+    cfg.set("model.kg", "none")
+    cfg.set("model.text_dim", 0)
+
+
+def _weighting_off(cfg: RunConfig) -> None:
+    for k in list(cfg.values):
+        if k.startswith("loss.weights."):
             cfg.set(k, 1.0)
-    cfg.set("model.fusion", "concat")
     cfg.set("loss.weighting", "fixed")
+
+
+# name -> what switching the component off does to a configuration (in place)
+ABLATIONS = {
+    "augmentation": _augmentation_off,
+    "kg+text fusion": _kg_text_off,
+    "mtl weighting": _weighting_off,
+}
+
+
+def baseline_config(c: Campaign) -> RunConfig:
+    """The campaign's fixed settings with augmentation off, concatenation, equal fixed weights."""
+    cfg = c.space.base()
+    _augmentation_off(cfg)
+    _weighting_off(cfg)
+    cfg.set("model.fusion", "concat")
     return cfg
 
 
@@ -55,6 +83,21 @@ class Candidate:
     label: str
     trial: int | None
     config: RunConfig
+    ablation: str | None = None
+    """the component switched off (its ``ABLATIONS`` name), for an ablation of the best"""
+
+
+def ablations(best: Candidate) -> tuple[list[Candidate], list[str]]:
+    """The best configuration with each component off; and the components it does not use."""
+    out, unused = [], []
+    for name, switch_off in ABLATIONS.items():
+        cfg = RunConfig(best.config.to_dict())
+        switch_off(cfg)
+        if cfg.changed() == best.config.changed():
+            unused.append(name)
+        else:
+            out.append(Candidate(f"{best.label} without {name}", best.trial, cfg, ablation=name))
+    return out, unused
 
 
 def candidates(c: Campaign, top: int) -> list[Candidate]:
@@ -92,7 +135,8 @@ def _slug(label: str) -> str:
 
 
 def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None = None, data: str | Path | None = None,
-             address: str | None = None, workers: int = 1, console: Console | None = None) -> dict[str, Any]:
+             address: str | None = None, workers: int = 1, ablate: bool = False,
+             console: Console | None = None) -> dict[str, Any]:
     import ray
 
     from rectune.data.prepared import open_dataset
@@ -107,6 +151,10 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
                           f"pass --data")
     ds = open_dataset(data)
     cands = candidates(c, top)
+    unused: list[str] = []
+    if ablate:
+        extra, unused = ablations(cands[1])
+        cands += extra
     first_seed = int(c.space.base()["train.seed"]) + 1
     seed_list = list(range(first_seed, first_seed + seeds))
     for cand in cands:  # every configuration builds on this dataset before anything trains
@@ -142,6 +190,8 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
         if started:
             ray.shutdown()
     report = _report(c, cands, seed_list, metrics, runs)
+    if ablate:
+        report["ablation"] = {"of": cands[1].label, "unused": unused, "share": shares(report)}
     write_atomic(out / "evaluate.json", lambda p: p.write_text(json.dumps(report, indent=1, default=float)))
     report["out"] = str(out)
     return report
@@ -152,7 +202,8 @@ def _report(c: Campaign, cands: list[Candidate], seeds: list[int], metrics: list
     base = runs[BASELINE]
     rows = []
     for cand in cands:
-        row: dict[str, Any] = {"label": cand.label, "trial": cand.trial, "config": cand.config.changed(), "metrics": {}}
+        row: dict[str, Any] = {"label": cand.label, "trial": cand.trial, "config": cand.config.changed(),
+                               "ablation": cand.ablation, "metrics": {}}
         for m in metrics:
             xs = [r[m] for r in runs[cand.label]]
             bs = [r[m] for r in base]
@@ -165,6 +216,23 @@ def _report(c: Campaign, cands: list[Candidate], seeds: list[int], metrics: list
             row["metrics"][m] = entry
         rows.append(row)
     return {"campaign": c.name, "seeds": seeds, "metrics": metrics, "rows": rows}
+
+
+def shares(report: dict) -> dict[str, dict[str, float]]:
+    """{component: {metric: share of the best's lift over the baseline that switching it off loses}}
+    (means over the seeds; a metric whose lift is 0 has no share)."""
+    rows = report["rows"]
+    best = rows[1]["metrics"]
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if not r.get("ablation"):
+            continue
+        out[r["ablation"]] = {}
+        for m, e in r["metrics"].items():
+            total = best.get(m, {}).get("lift", {}).get("mean")
+            if total and m in best:
+                out[r["ablation"]][m] = (best[m]["mean"] - e["mean"]) / total
+    return out
 
 
 def table(report: dict) -> Table:
@@ -189,4 +257,11 @@ def table(report: dict) -> Table:
                 cell += f"\n{lf['mean']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
             cells.append(cell)
         t.add_row(r["label"], *cells)
+    abl = report.get("ablation")
+    if abl:
+        for name, share in abl["share"].items():
+            t.add_row(f"share of {abl['of']}'s lift carried by {name}",
+                      *[f"{share[m]:.0%}" if m in share else "-" for m in shown])
+        for name in abl["unused"]:
+            t.add_row(f"{name}: not used by {abl['of']}", *["" for _ in shown])
     return t
