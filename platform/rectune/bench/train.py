@@ -108,11 +108,16 @@ def peer_status(peer_python: str | Path | None) -> str | None:
 
 
 def run_peer(peer_python, path, seed: int, epochs: int, batch_size: int, emb: int, lr: float, history: bool,
-             threads: int, timeout: float | None = None) -> dict:
+             threads: int, timeout: float | None = None, model: str = "mmoe", extra: list[str] | None = None) -> dict:
+    """One run of ``peer_rechub.py`` (torch-rechub's ``model``; ``extra``: more of its options, e.g.
+    ``["--dropout", "0.1"]``); its figures, or ``{"error": ...}``. The AUCs are per task name, at the
+    best valid epoch (by the mean valid AUC)."""
     cmd = [str(peer_python), str(PEER_SCRIPT), str(path), "--seed", str(seed), "--epochs", str(epochs),
-           "--batch-size", str(batch_size), "--emb", str(emb), "--lr", str(lr), "--threads", str(threads)]
+           "--batch-size", str(batch_size), "--emb", str(emb), "--lr", str(lr), "--threads", str(threads),
+           "--model", model]
     if history:
         cmd.append("--history")
+    cmd += [str(x) for x in extra or []]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -124,9 +129,15 @@ def run_peer(peer_python, path, seed: int, epochs: int, batch_size: int, emb: in
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         return {"error": f"exit {proc.returncode}: {tail}"}
     r = json.loads(lines[-1])
+
+    def per_task(d: dict) -> dict[str, float]:
+        return {k[: -len("_auc")]: v for k, v in d.items() if k.endswith("_auc")}
+
     return {"epoch_s": [e["train_s"] for e in r["epochs"]], "wall_s": wall, "best_epoch": r["best_epoch"],
-            "test_auc": {k[: -len("_auc")]: v for k, v in r["test"].items()}, "peak_rss_mb": r["peak_rss_mb"],
-            "threads": r["threads"], "params": r["params"], "versions": r["versions"]}
+            "test_auc": per_task(r["test"]), "peak_rss_mb": r["peak_rss_mb"],
+            "threads": r["threads"], "params": r["params"], "versions": r["versions"],
+            "model": r.get("model", model), "test_cold_auc": per_task(r.get("test_cold", {})),
+            "valid_auc": per_task(r.get("valid", {})), "valid_mean_auc": r.get("valid_mean_auc", float("nan"))}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
