@@ -1,0 +1,91 @@
+"""`rectune results evaluate --ablate` and `rectune bench mission`: which configurations the ablation
+trains, and the arithmetic of the shares and of the comparison with peers (no training here; the
+runs themselves are those of `evaluate`, tested in test_results.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rectune.bench.mission import peer_models, table, versus
+from rectune.results.evaluate import ABLATIONS, Candidate, ablations, shares
+from rectune.results.evaluate import table as evaluate_table
+from rectune.runconfig import RunConfig
+
+FULL = {"augment.mask.prob": 0.2, "augment.neighbor.rate": 0.1, "model.kg": "mean", "model.text_dim": 32,
+        "loss.weighting": "uncertainty", "loss.weights.conversion": 2.0, "optim.lr": 0.003}
+
+
+def test_each_component_is_switched_off_alone():
+    best = Candidate("trial-4", 4, RunConfig(FULL))
+    out, unused = ablations(best)
+    assert [c.ablation for c in out] == list(ABLATIONS) and unused == []
+    by = {c.ablation: c.config for c in out}
+    assert by["augmentation"].augment().enabled() == []
+    assert by["augmentation"]["model.kg"] == "mean" and by["augmentation"]["loss.weighting"] == "uncertainty"
+    assert by["kg+text fusion"]["model.kg"] == "none" and by["kg+text fusion"]["model.text_dim"] == 0
+    assert by["kg+text fusion"]["augment.mask.prob"] == 0.2  # neighbour substitution is augmentation, kept
+    assert by["mtl weighting"]["loss.weighting"] == "fixed" and by["mtl weighting"]["loss.weights.conversion"] == 1.0
+    for c in out:  # everything else as in the best
+        assert c.config["optim.lr"] == 0.003 and c.trial == 4 and c.label == f"trial-4 without {c.ablation}"
+    assert best.config["model.kg"] == "mean"  # the best itself is untouched
+
+
+def test_a_component_the_best_does_not_use_is_not_retrained():
+    best = Candidate("trial-1", 1, RunConfig({"augment.mask.prob": 0.2, "optim.lr": 0.003}))
+    out, unused = ablations(best)
+    assert [c.ablation for c in out] == ["augmentation"]
+    assert unused == ["kg+text fusion", "mtl weighting"]
+
+
+def _row(label, ablation, **means):
+    return {"label": label, "ablation": ablation, "metrics": {m.replace("__", "/"): {"mean": v, "std": 0.001}
+                                                              for m, v in means.items()}}
+
+
+def _report():
+    rows = [_row("baseline", None, test__click_auc=0.80, test__conversion_auc=0.70),
+            _row("trial-4", None, test__click_auc=0.82, test__conversion_auc=0.74),
+            _row("trial-4 without augmentation", "augmentation", test__click_auc=0.815, test__conversion_auc=0.74),
+            _row("trial-4 without kg+text fusion", "kg+text fusion", test__click_auc=0.81, test__conversion_auc=0.75)]
+    for r in rows[1:]:
+        for m, e in r["metrics"].items():
+            e["lift"] = {"mean": e["mean"] - rows[0]["metrics"][m]["mean"], "ci95": None, "seeds": 3}
+    return {"campaign": "c", "seeds": [1, 2, 3], "metrics": ["test/click_auc", "test/conversion_auc"], "rows": rows}
+
+
+def test_share_of_the_lift_each_component_carries():
+    report = _report()
+    s = shares(report)
+    assert s["augmentation"]["test/click_auc"] == pytest.approx(0.25)  # (0.82 - 0.815) / (0.82 - 0.80)
+    assert s["augmentation"]["test/conversion_auc"] == pytest.approx(0.0)
+    assert s["kg+text fusion"]["test/click_auc"] == pytest.approx(0.5)
+    assert s["kg+text fusion"]["test/conversion_auc"] == pytest.approx(-0.25)  # better without it: negative
+    report["ablation"] = {"of": "trial-4", "unused": ["mtl weighting"], "share": s}
+    t = evaluate_table(report)
+    assert t.row_count == 4 + 2 + 1
+
+
+def _peer(model, click, conversion):
+    return {"model": model, "lr": 0.001, "test_auc": {"click": {"mean": click, "std": 0.001},
+                                                      "conversion": {"mean": conversion, "std": 0.002}},
+            "test_cold_auc": {"click": {"mean": 0.6, "std": math.nan}}}
+
+
+def test_best_against_the_best_peer_per_task():
+    report = _report()
+    peers = [_peer("mmoe", 0.805, 0.728), _peer("ple", 0.812, 0.725), {"model": "esmm", "error": "exit 1: boom"}]
+    vs = versus(report, peers, ["click", "conversion"])
+    assert vs["click"]["best_peer"] == "ple" and vs["click"]["difference"] == pytest.approx(0.008)
+    assert vs["click"]["met"] is False
+    assert vs["conversion"]["best_peer"] == "mmoe" and vs["conversion"]["difference"] == pytest.approx(0.012)
+    assert vs["conversion"]["met"] is True
+    mission = {"tasks": ["click", "conversion"], "seeds": [1, 2, 3], "peer_lrs": [0.001, 0.003], "goal": 0.01,
+               "evaluate": report, "peers": peers, "versus_best_peer": vs}
+    assert table(mission).row_count == 1 + 3 + 1
+
+
+def test_peer_models_follow_the_number_of_tasks():
+    assert peer_models(["click", "like"]) == ("mmoe", "ple", "esmm")
+    assert peer_models(["click"]) == ("deepfm", "dcn")
