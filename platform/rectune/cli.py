@@ -324,15 +324,41 @@ def bench_tune(dataset: Path, trials: int, epochs: int, concurrency: int, seed: 
     run(dataset, trials=trials, epochs=epochs, concurrency=concurrency, seed=seed, storage=storage)
 
 
+def _counts(ctx, param, value: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers >= 1; 'none' (or nothing): an empty one."""
+    if value.strip().lower() in ("", "none"):
+        return ()
+    try:
+        counts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        counts = (0,)
+    if min(counts) < 1:
+        raise click.BadParameter(f"'{value}': expected whole numbers >= 1 separated by commas, or none")
+    return counts
+
+
 @bench.command("scale", context_settings=CONTEXT)
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--trials", default=4, show_default=True, type=click.IntRange(min=1), help="per campaign")
-def bench_scale(dataset: Path, epochs: int, trials: int) -> None:
-    """One trial with 1 and 2 Train workers; a campaign with 1, 2 and 4 trials at a time."""
+@click.option("--workers", default="1,2", show_default=True, callback=_counts,
+              help="Train worker counts for one trial, comma-separated ('none': skip)")
+@click.option("--concurrency", default="1,2,4", show_default=True, callback=_counts,
+              help="trials at a time for the campaign, comma-separated ('none': skip)")
+@click.option("--two-node", is_flag=True,
+              help="also the campaign at 2 at a time on a two-node Ray cluster on this machine (the same CPUs split "
+                   "between the nodes)")
+@click.option("--memory-rows", default="none", callback=_counts, metavar="N[,N...]",
+              help="for each N, a synthetic world of N rows and a campaign of 2 trials, 1 epoch, 2 at a time on it: "
+                   "its peak memory (PSS summed over this process and its descendants)")
+def bench_scale(dataset: Path, epochs: int, trials: int, workers: tuple[int, ...], concurrency: tuple[int, ...],
+                two_node: bool, memory_rows: tuple[int, ...]) -> None:
+    """One trial with 1 and 2 Train workers; a campaign with 1, 2 and 4 trials at a time; on request
+    that campaign on two nodes, and a campaign's peak memory by dataset size."""
     from rectune.bench.scale import run
 
-    run(dataset, epochs=epochs, trials=trials)
+    run(dataset, epochs=epochs, trials=trials, workers=workers, concurrency=concurrency, two_node=two_node,
+        memory_rows=memory_rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,9 +583,12 @@ def results_plot(name: str, storage: str | None, study_db: str | None, out: Path
 @click.option("--data", "data_dir", default=None, type=click.Path(path_type=Path),
               help="the prepared dataset (default: the campaign's)")
 @click.option("--address", default=None, help="a running Ray cluster; default: start a local Ray")
+@click.option("--ablate", is_flag=True,
+              help="also retrain the best with each component off (augmentation, KG+text fusion, MTL weighting): "
+                   "the share of its lift each one carries")
 @click.option("--json", "as_json", is_flag=True)
 def results_evaluate(name: str, storage: str | None, study_db: str | None, top: int, seeds: int, out: Path | None,
-                     data_dir: Path | None, address: str | None, as_json: bool) -> None:
+                     data_dir: Path | None, address: str | None, ablate: bool, as_json: bool) -> None:
     """Retrain the top configurations and the baseline (no augmentation, concat, equal weights)
     with several seeds: test metrics mean ± std and the lift over the baseline with its 95% CI."""
     import json
@@ -571,12 +600,33 @@ def results_evaluate(name: str, storage: str | None, study_db: str | None, top: 
 
     console = Console(width=160, stderr=as_json)
     report = evaluate(_open(name, storage, study_db), top=top, seeds=seeds, out=out, data=data_dir, address=address,
-                      console=console)
+                      ablate=ablate, console=console)
     if as_json:
         click.echo(json.dumps(report, indent=1, default=float))
     else:
         console.print(table(report))
         console.print(f"runs and evaluate.json in {report['out']}")
+
+
+@bench.command("mission", context_settings=CONTEXT)
+@CAMPAIGN
+@click.option("--peer-python", default=None, type=click.Path(path_type=Path),
+              help="python of the peer environment (make bench-peers: .venv-peers/bin/python)")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="seeds per side")
+@click.option("--peer-lr", "peer_lrs", multiple=True, type=click.FloatRange(min=0, min_open=True),
+              help="learning rates each peer picks from on the first seed (default 0.001 and 0.003)")
+@click.option("--peer-epochs", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="runs folder (default evaluations/NAME)")
+@click.option("--data", "data_dir", default=None, type=click.Path(path_type=Path),
+              help="the prepared dataset (default: the campaign's)")
+def bench_mission(name: str, storage: str | None, study_db: str | None, peer_python: Path | None, seeds: int,
+                  peer_lrs: tuple[float, ...], peer_epochs: int, out: Path | None, data_dir: Path | None) -> None:
+    """A campaign's best against the baseline, its ablations (augmentation, KG+text fusion, MTL
+    weighting off) and torch-rechub's tuned peers, on the same rows and seeds (issue 7)."""
+    from rectune.bench.mission import run
+
+    run(_open(name, storage, study_db), peer_python, seeds=seeds, out=out, data=data_dir,
+        peer_lrs=peer_lrs or (1e-3, 3e-3), peer_epochs=peer_epochs)
 
 
 @main.command("predict", context_settings=CONTEXT)
