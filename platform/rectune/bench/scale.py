@@ -34,19 +34,20 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import shutil
 import socket
-import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 from rich.console import Console
 from rich.table import Table
+
+from rectune.bench.train import steady_epoch
 
 SPACE = {
     "objective": "valid/mean_auc",
@@ -65,10 +66,6 @@ MB = 1024 * 1024
 MEASURES = ("PSS: a page shared by k processes counts 1/k in each, so the sum counts it once; USS: the pages no other "
             "process maps (a lower bound); the object store's bytes are already inside the PSS sum (shared memory of "
             "the processes that map it)")
-
-
-def _steady(times: list[float]) -> float:
-    return statistics.median(times[1:]) if len(times) > 1 else times[0]
 
 
 def run(path: str | Path, epochs: int = 2, trials: int = 4, workers: tuple[int, ...] = (1, 2),
@@ -110,12 +107,12 @@ def _one_trial(path, root: Path, w: int, epochs: int, rows: int, console: Consol
         return {"skipped": str(exc)}
     times = [m["train/time_s"] for m in result.metrics["history"]]
     console.print(f"  {w} worker(s): epochs {', '.join(f'{t:.1f}' for t in times)} s")
-    return {"wall_s": time.perf_counter() - t0, "epoch_s": times, "samples_s": rows / _steady(times)}
+    return {"wall_s": time.perf_counter() - t0, "epoch_s": times, "samples_s": rows / steady_epoch(times)}
 
 
 def _campaign(path, root: Path, name: str, trials: int, epochs: int, at_once: int, **kw) -> dict:
     """The bench's campaign (``SPACE``) with this budget: wall time, trials done, trials per hour and
-    its folder; or why it could not run. ``kw`` goes to ``run_campaign`` (``cpus``, ``address``)."""
+    its ``CampaignFolder``; or why it could not run. ``kw`` goes to ``run_campaign`` (``cpus``, ``address``)."""
     from rectune.errors import RectuneError
     from rectune.tune.campaign import run_campaign
 
@@ -131,7 +128,7 @@ def _campaign(path, root: Path, name: str, trials: int, epochs: int, at_once: in
         return {"skipped": str(exc).splitlines()[0]}
     wall = time.perf_counter() - t0
     done = sum(t["status"] == "done" for t in result.trials)
-    return {"wall_s": wall, "trials": done, "trials_per_hour": done / wall * 3600, "folder": result.folder.root}
+    return {"wall_s": wall, "trials": done, "trials_per_hour": done / wall * 3600, "folder": result.folder}
 
 
 def _said(console: Console, label: str, o: dict) -> dict:
@@ -189,9 +186,6 @@ class MemoryPeak:
     docstring); ``kinds``: the measures summed, the first also the one of the largest process."""
 
     def __init__(self):
-        import psutil
-
-        self.psutil = psutil
         self.me = psutil.Process()
         have = self.me.memory_full_info()._fields
         self.kinds = [k for k in ("pss", "uss") if k in have] or ["rss"]
@@ -212,7 +206,7 @@ class MemoryPeak:
     def _sizes(self, proc) -> dict[str, int]:
         try:
             info = proc.memory_full_info()
-        except self.psutil.Error:  # ended since it was listed
+        except psutil.Error:  # ended since it was listed
             return dict.fromkeys(self.kinds, 0)
         return {k: getattr(info, k) for k in self.kinds}
 
@@ -315,8 +309,6 @@ def two_node_cluster(cpus: int):
     ray.shutdown()
     temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # Ray's unix socket paths: at most 107 bytes
     dashboard = _free_port()
-    import psutil
-
     store = resolve_object_store_memory(psutil.virtual_memory().available) // 2
     node = {"temp_dir": temp_dir, "object_store_memory": store}
     cluster = None
@@ -344,19 +336,20 @@ def _two_node(path, root: Path, trials: int, epochs: int, cpus: int) -> dict:
         with Poll(placements):
             o = _campaign(path, root, "scale-2nodes", trials, epochs, 2, address=address)
     if "skipped" not in o:
-        o["nodes"] = _trial_nodes(Path(o["folder"]) / "tune", placements.seen, names)
+        o["nodes"] = _trial_nodes(o["folder"], placements.seen, names)
         o["cpus"] = f"{cpus - cpus // 2}+{cpus // 2}"
     return o
 
 
-def _trial_nodes(tune_dir: Path, seen: dict[str, set[str]], names: dict[str, str]) -> dict[str, int]:
+def _trial_nodes(folder, seen: dict[str, set[str]], names: dict[str, str]) -> dict[str, int]:
     """How many trials' Train workers ran on each node ("unknown": the poll never saw the group)."""
+    from rectune.results.store import read_tune_trials
+
     counts: dict[str, int] = {}
-    for f in tune_dir.glob("*/result.json"):
-        lines = [ln for ln in f.read_text().splitlines() if ln.strip()]
-        pg = json.loads(lines[-1]).get("trial/placement_group") if lines else None
-        where = sorted(names.get(n, n[:8]) for n in seen.get(pg, ())) or ["unknown"]
-        counts["+".join(where)] = counts.get("+".join(where), 0) + 1
+    for t in read_tune_trials(folder):
+        pg = t.history[-1].get("trial/placement_group") if t.history else None
+        where = "+".join(sorted(names.get(n, n[:8]) for n in seen.get(pg, ()))) or "unknown"
+        counts[where] = counts.get(where, 0) + 1
     return counts
 
 
@@ -395,7 +388,7 @@ def _print(out: dict, path, rows: int, epochs: int, trials: int, cpus: int, cons
     if out["workers"]:
         console.print(_table(f"one trial's throughput by Train workers ({path}, {rows:,} training rows, MMoE)",
                              ("workers", "steady epoch s", "samples/s", "vs 1 worker"), out["workers"], "samples_s",
-                             lambda o: (f"{_steady(o['epoch_s']):.2f}", f"{o['samples_s']:,.0f}")))
+                             lambda o: (f"{steady_epoch(o['epoch_s']):.2f}", f"{o['samples_s']:,.0f}")))
     if out["concurrency"]:
         _two_node_note(out["concurrency"])
         console.print(_table(f"a campaign's throughput by trials at a time ({trials} trials, {epochs} epochs, FIFO, "

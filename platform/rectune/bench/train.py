@@ -61,7 +61,7 @@ def bench_config(seed: int, epochs: int, batch_size: int, emb: int, lr: float, s
     return cfg
 
 
-def _steady(times: list[float]) -> float:
+def steady_epoch(times: list[float]) -> float:
     """Median epoch time after the first (the first alone when there is one epoch)."""
     return statistics.median(times[1:]) if len(times) > 1 else times[0]
 
@@ -150,7 +150,7 @@ def summarise(runs: list[dict], tasks: list[str], rows: int) -> dict:
     ok = [r for r in runs if "error" not in r]
     if not ok:
         return {"runs": runs}
-    steady = [_steady(r["epoch_s"]) for r in ok]
+    steady = [steady_epoch(r["epoch_s"]) for r in ok]
     fastest = min(x for r in ok for x in (r["epoch_s"][1:] or r["epoch_s"]))
     out = {"runs": runs, "epoch_s": statistics.median(steady), "first_epoch_s": statistics.median(
         r["epoch_s"][0] for r in ok), "samples_per_s": rows / statistics.median(steady),
