@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import typing
 from pathlib import Path
@@ -240,26 +241,40 @@ def bench_synth(rows: int, users: int, items: int, repeat: int) -> None:
     run(rows=rows, users=users, items=items, repeat=repeat)
 
 
+def _counts(ctx, param, value: str, allow_none: bool = False) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers >= 1 (with ``allow_none``, 'none' or nothing: an
+    empty one)."""
+    if allow_none and value.strip().lower() in ("", "none"):
+        return ()
+    try:
+        counts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        counts = (0,)
+    if min(counts) < 1:
+        raise click.BadParameter(f"'{value}': expected whole numbers >= 1 separated by commas"
+                                 + (", or none" if allow_none else ""))
+    return counts
+
+
+_COUNTS_OR_NONE = functools.partial(_counts, allow_none=True)
+
+
 @bench.command("augment", context_settings=CONTEXT)
 @click.argument("dataset", type=click.Path(path_type=Path))
 @SET
 @click.option("--batch-size", default=8192, show_default=True, type=click.IntRange(min=64))
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1), help="epochs timed (best kept)")
-@click.option("--cpus", default="1,2", show_default=True, help="CPU counts to give Ray, comma-separated")
-def bench_augment(dataset: Path, sets: tuple[str, ...], batch_size: int, repeat: int, cpus: str) -> None:
+@click.option("--cpus", default="1,2", show_default=True, callback=_counts,
+              help="CPU counts to give Ray, comma-separated")
+def bench_augment(dataset: Path, sets: tuple[str, ...], batch_size: int, repeat: int, cpus: tuple[int, ...]) -> None:
     """Augmentation rows/s through Ray Data (1 and 2 CPUs) against numpy in one process.
 
     Default plan: --set augment.noise.std=0.1 --set augment.mask.prob=0.2.
     """
     from rectune.bench.augment import run
     from rectune.config import parse_sets
-    from rectune.errors import ConfigError
 
-    try:
-        counts = tuple(int(c) for c in cpus.split(","))
-    except ValueError:
-        raise ConfigError(f"--cpus '{cpus}': expected comma-separated integers such as 1,2") from None
-    run(dataset, parse_sets(sets) or None, batch_size=batch_size, repeat=repeat, cpus=counts)
+    run(dataset, parse_sets(sets) or None, batch_size=batch_size, repeat=repeat, cpus=cpus)
 
 
 @bench.command("gan", context_settings=CONTEXT)
@@ -324,31 +339,18 @@ def bench_tune(dataset: Path, trials: int, epochs: int, concurrency: int, seed: 
     run(dataset, trials=trials, epochs=epochs, concurrency=concurrency, seed=seed, storage=storage)
 
 
-def _counts(ctx, param, value: str) -> tuple[int, ...]:
-    """A comma-separated list of whole numbers >= 1; 'none' (or nothing): an empty one."""
-    if value.strip().lower() in ("", "none"):
-        return ()
-    try:
-        counts = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        counts = (0,)
-    if min(counts) < 1:
-        raise click.BadParameter(f"'{value}': expected whole numbers >= 1 separated by commas, or none")
-    return counts
-
-
 @bench.command("scale", context_settings=CONTEXT)
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--trials", default=4, show_default=True, type=click.IntRange(min=1), help="per campaign")
-@click.option("--workers", default="1,2", show_default=True, callback=_counts,
+@click.option("--workers", default="1,2", show_default=True, callback=_COUNTS_OR_NONE,
               help="Train worker counts for one trial, comma-separated ('none': skip)")
-@click.option("--concurrency", default="1,2,4", show_default=True, callback=_counts,
+@click.option("--concurrency", default="1,2,4", show_default=True, callback=_COUNTS_OR_NONE,
               help="trials at a time for the campaign, comma-separated ('none': skip)")
 @click.option("--two-node", is_flag=True,
               help="also the campaign at 2 at a time on a two-node Ray cluster on this machine (the same CPUs split "
                    "between the nodes)")
-@click.option("--memory-rows", default="none", callback=_counts, metavar="N[,N...]",
+@click.option("--memory-rows", default="none", callback=_COUNTS_OR_NONE, metavar="N[,N...]",
               help="for each N, a synthetic world of N rows and a campaign of 2 trials, 1 epoch, 2 at a time on it: "
                    "its peak memory (PSS summed over this process and its descendants)")
 def bench_scale(dataset: Path, epochs: int, trials: int, workers: tuple[int, ...], concurrency: tuple[int, ...],
@@ -623,10 +625,10 @@ def bench_mission(name: str, storage: str | None, study_db: str | None, peer_pyt
                   peer_lrs: tuple[float, ...], peer_epochs: int, out: Path | None, data_dir: Path | None) -> None:
     """A campaign's best against the baseline, its ablations (augmentation, KG+text fusion, MTL
     weighting off) and torch-rechub's tuned peers, on the same rows and seeds (issue 7)."""
-    from rectune.bench.mission import run
+    from rectune.bench.mission import PEER_LRS, run
 
     run(_open(name, storage, study_db), peer_python, seeds=seeds, out=out, data=data_dir,
-        peer_lrs=peer_lrs or (1e-3, 3e-3), peer_epochs=peer_epochs)
+        peer_lrs=peer_lrs or PEER_LRS, peer_epochs=peer_epochs)
 
 
 @main.command("predict", context_settings=CONTEXT)
