@@ -33,12 +33,14 @@ from rich.table import Table
 
 from rectune.bench.train import peer_status, run_peer
 from rectune.data.prepared import open_dataset
-from rectune.results.evaluate import evaluate, mean_std
+from rectune.results.evaluate import evaluate, evaluation_out, evaluation_seeds, mean_std
 from rectune.results.evaluate import table as evaluate_table
 from rectune.results.export import write_atomic
 from rectune.results.store import Campaign
 
 GOAL = 0.01
+PEER_LRS = (1e-3, 3e-3)
+"""the learning rates each peer picks from on the first seed"""
 MULTI_TASK_PEERS = ("mmoe", "ple", "esmm")
 SINGLE_TASK_PEERS = ("deepfm", "dcn")
 
@@ -87,15 +89,14 @@ def _stats(runs: list[dict], key: str) -> dict[str, dict[str, float]]:
 
 
 def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | Path | None = None,
-        data: str | Path | None = None, peer_lrs: tuple[float, ...] = (1e-3, 3e-3), peer_epochs: int = 5,
+        data: str | Path | None = None, peer_lrs: tuple[float, ...] = PEER_LRS, peer_epochs: int = 5,
         console: Console | None = None) -> dict[str, Any]:
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     data = Path(data or c.meta.get("data") or "").resolve()
     ds = open_dataset(data)
     tasks = list(ds.schema.tasks)
-    out = Path(out or Path("evaluations") / c.name)
-    first_seed = int(c.space.base()["train.seed"]) + 1
-    seed_list = list(range(first_seed, first_seed + seeds))
+    out = evaluation_out(c, out)
+    seed_list = evaluation_seeds(c, seeds)
     skip = peer_status(peer_python)
     if skip:
         console.print(f"[yellow]{skip}[/yellow]")

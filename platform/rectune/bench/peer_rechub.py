@@ -318,14 +318,16 @@ def main(argv: list[str] | None = None) -> dict:
         items = x_test[item]
         mask = ~warm[np.clip(items, 0, len(warm) - 1)] | (items >= len(warm))
         cold = scores(pred, y_test, mask) if mask.any() else {}
-    cvr = {}  # the child's AUC on its parent's positives (ESMM: its pCVR tower)
-    for child, parent in (parents.items() if given or args.model == "esmm" else ()):
-        if child in tasks and parent in tasks:
-            clicked = y_test[:, all_tasks.index(parent)] > 0.5
-            col = out_col["_cvr"] if args.model == "esmm" else out_col[child]
-            a = auc(y_test[clicked, all_tasks.index(child)], pred[clicked, col])
-            if a is not None:
-                cvr[f"{child}_cvr_auc"] = a
+    # the funnel reported (given, or esmm's own) and the child's AUC on its parent's positives
+    # (ESMM: its pCVR tower)
+    used = {c: p for c, p in parents.items() if c in tasks and p in tasks} if given or args.model == "esmm" else {}
+    cvr = {}
+    for child, parent in used.items():
+        clicked = y_test[:, all_tasks.index(parent)] > 0.5
+        col = out_col["_cvr"] if args.model == "esmm" else out_col[child]
+        a = auc(y_test[clicked, all_tasks.index(child)], pred[clicked, col])
+        if a is not None:
+            cvr[f"{child}_cvr_auc"] = a
     at = history[best]
     result = {"library": "torch-rechub", "model": args.model, "history_pooled": args.history, "seed": args.seed,
               "tasks": tasks, "epochs": history, "best_epoch": best,
@@ -334,8 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
               "test": {f"{t}_auc": v for t, v in test.items()},
               "test_cold": {f"{t}_auc": v for t, v in cold.items()},
               "test_cold_rows": int(mask.sum()) if warm is not None else 0,
-              "test_cvr": cvr, "funnel": {c: p for c, p in parents.items() if c in tasks and p in tasks}
-              if given or args.model == "esmm" else {},
+              "test_cvr": cvr, "funnel": used,
               "unused_fields": [f["name"] for f in schema["fields"] if f["name"] not in _used(model)],
               "train_rows": int(len(y_train)), "batch_size": args.batch_size, "emb": args.emb,
               "lr": args.lr, "weight_decay": args.weight_decay, "dropout": args.dropout,

@@ -108,6 +108,17 @@ def candidates(c: Campaign, top: int) -> list[Candidate]:
         Candidate(f"trial-{t.number}", t.number, c.config_of(t)) for t in ranked[:top]]
 
 
+def evaluation_out(c: Campaign, out: str | Path | None) -> Path:
+    """Where an evaluation of ``c`` keeps its runs: ``out``, by default ``evaluations/<campaign>``."""
+    return Path(out or Path("evaluations") / c.name)
+
+
+def evaluation_seeds(c: Campaign, seeds: int) -> list[int]:
+    """The campaign's seed + 1 ... + ``seeds``: not the seed its top trials were chosen on."""
+    first = int(c.space.base()["train.seed"]) + 1
+    return list(range(first, first + seeds))
+
+
 def t_quantile(df: int) -> float:
     from scipy import stats
 
@@ -155,13 +166,12 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
     if ablate:
         extra, unused = ablations(cands[1])
         cands += extra
-    first_seed = int(c.space.base()["train.seed"]) + 1
-    seed_list = list(range(first_seed, first_seed + seeds))
+    seed_list = evaluation_seeds(c, seeds)
     for cand in cands:  # every configuration builds on this dataset before anything trains
         check = RunConfig(cand.config.to_dict())
         check.set("model.kg.pretrain", 0)  # TransE pretraining runs once, in the run itself
         trainer_inputs(ds, check)
-    out = Path(out or Path("evaluations") / c.name)
+    out = evaluation_out(c, out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; expected a folder")
     out.mkdir(parents=True, exist_ok=True)
