@@ -260,6 +260,9 @@ def test_an_empty_campaign_and_a_truncated_study(campaign, tmp_path):
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
         assert any(m in r.output for m in ("no trials yet", "no completed trial", "at least 2 completed")), r.output
     assert not (tmp_path / "b.yaml").exists() and not (tmp_path / "p").exists()
+    r = run_cli("bench", "mission", "empty", "--storage", storage, "--out", tmp_path / "m")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "no completed trial" in r.output and not (tmp_path / "m").exists(), r.output
 
     cut = storage / "cut"
     shutil.copytree(campaign["storage"] / NAME, cut, ignore=shutil.ignore_patterns("train", "tune"))

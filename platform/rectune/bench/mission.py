@@ -33,7 +33,7 @@ from rich.table import Table
 
 from rectune.bench.train import peer_status, run_peer
 from rectune.data.prepared import open_dataset
-from rectune.results.evaluate import evaluate, evaluation_out, evaluation_seeds, mean_std
+from rectune.results.evaluate import candidates, evaluate, evaluation_out, evaluation_seeds, mean_std
 from rectune.results.evaluate import table as evaluate_table
 from rectune.results.export import write_atomic
 from rectune.results.store import Campaign
@@ -58,6 +58,7 @@ def _peer_run(peer_python, data: Path, out: Path, model: str, lr: float, seed: i
     if "error" in r:
         console.print(f"[red]peer {model} lr {lr:g} seed {seed}: {r['error']}[/red]")
         return r
+    f.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(f, lambda p: p.write_text(json.dumps(r, default=float)))
     console.print(f"peer {model} lr {lr:g} seed {seed}: valid {r['valid_mean_auc']:.4f}, test " +
                   ", ".join(f"{t} {v:.4f}" for t, v in r["test_auc"].items()))
@@ -94,6 +95,7 @@ def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     data = Path(data or c.meta.get("data") or "").resolve()
     ds = open_dataset(data)
+    candidates(c, 1)  # a campaign with nothing to evaluate is refused before anything runs or is written
     tasks = list(ds.schema.tasks)
     out = evaluation_out(c, out)
     seed_list = evaluation_seeds(c, seeds)
@@ -101,7 +103,6 @@ def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | 
     if skip:
         console.print(f"[yellow]{skip}[/yellow]")
     peers_out = out / "peers"
-    peers_out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=1) as pool:
         futures = [] if skip else [
             pool.submit(tune_peer, peer_python, data, peers_out, m, seed_list, list(peer_lrs), peer_epochs, console)
