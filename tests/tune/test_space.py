@@ -109,6 +109,15 @@ def test_fingerprint_ignores_the_budget_only():
     ({"objective": {"weights": {"valid/click_auc": 1, "valid/click_logloss": 1}}}, "mixes metrics to maximise"),
     ({"searhc": {}}, "s.yaml: unknown entry 'searhc'"),
     ({"search/train.epochs": {"int": [1, 3]}, "fixed/train.epochs": None}, "train.epochs: the scheduler sets the trial length"),
+    ({"start": {"optim.lr": 1e-3}}, "start: expected a list of points"),
+    ({"start": [{"optim.lr": 1e-3}, "mmoe"]}, "start[1]: expected a mapping of searched keys to values"),
+    ({"start": [{"augment.mask.prob": 0.0}]}, "start[0]: augment.mask.prob: not a searched key"),
+    ({"start": [{"optim.lr": 0.5}]}, "start[0]: optim.lr: 0.5 is outside the searched range [0.0001, 0.01]"),
+    ({"start": [{"model.mtl": "esmm"}]}, "start[0]: model.mtl: 'esmm' is not one of the choices shared_bottom, mmoe, ple"),
+    ({"start": [{"model.mtl.experts": "four"}]}, "start[0]: model.mtl.experts: expected a number, got 'four'"),
+    ({"start": [{"model.mtl": "ple"}, {"model.mtl": "ple"}]}, "start[1]: the same point as an earlier one"),
+    ({"start": [{"model.mtl": m} for m in ("shared_bottom", "mmoe", "ple")], "budget/trials": 2},
+     "start: 3 points, more than the budget's 2 trials"),
 ])
 def test_bad_spaces_are_refused_naming_the_key(changes, message):
     with pytest.raises(ConfigError) as err:
@@ -146,3 +155,26 @@ def test_shipped_spaces_load_and_sample(name, tasks):
     sp.check_dataset(tasks)
     for d in sample(sp, 10):
         sp.config(d)  # every draw is a valid run configuration
+
+
+def test_start_points_come_first_once_and_change_the_fingerprint(tmp_path):
+    from rectune.tune.campaign import _searcher, _study_storage
+
+    points = [{"model.mtl": "shared_bottom", "model.hidden": [128, 64]}, {"optim.lr": 1e-3}]
+    sp = space(start=points)
+    assert sp.start == ({"model.mtl": "shared_bottom", "model.hidden": "128,64"}, {"optim.lr": 1e-3})
+    assert sp.fingerprint() != space().fingerprint()
+    assert "start" not in space().to_dict()  # campaigns made before start existed keep their fingerprint
+    storage = f"sqlite:///{tmp_path}/study.db"
+
+    def searcher():
+        return _searcher(sp, "s", _study_storage(storage))
+
+    first = searcher()
+    asked = [first.suggest(f"t{i}") for i in range(3)]
+    assert asked[0]["model.mtl"] == "shared_bottom" and asked[0]["model.hidden"] == "128,64"
+    assert asked[1]["optim.lr"] == 1e-3 and asked[2]["optim.lr"] != 1e-3
+    searcher()  # a resumed campaign sets the study up again: the points are not enqueued twice
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 0
+    assert len(study.trials) == 3

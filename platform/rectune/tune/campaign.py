@@ -292,6 +292,11 @@ class StudySearch(OptunaSearch):
     already closed. Its results are then not reported to the study again (Optuna refuses, and the
     study already counts the trial once)."""
 
+    def _setup_study(self, mode):
+        super()._setup_study(mode)
+        for point in self._space.start:  # the space's start points first; none twice after --resume
+            self._ot_study.enqueue_trial(dict(point), skip_if_exists=True)
+
     def _closed(self, trial_id: str) -> bool:
         ot = self._ot_trials.get(trial_id)
         if ot is None or self._ot_study is None:

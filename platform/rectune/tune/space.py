@@ -15,6 +15,8 @@
       optim.lr: {float: [1.0e-4, 1.0e-2], log: true}
       model.mtl: {categorical: [shared_bottom, mmoe, ple]}
       model.mtl.experts: {int: [2, 8], when: {model.mtl: [mmoe, ple]}}
+    start:                              # optional: points tried first, before the sampler's own
+      - {augment.mask.prob: 0.0}        # a partial point: the sampler fills in the other keys
 
 A key is searched only when every key of its ``when`` has one of the given values. A key that only
 matters under some choices (``model.mtl.experts`` for MMoE and PLE: ``rectune keys`` says so)
@@ -27,6 +29,11 @@ the trainer reports ``valid/weighted`` (``train.metric_weights``) and that is th
 ``metrics`` the study is multi-objective (Optuna's Pareto front), the trial's best epoch is chosen
 by ``train.metric`` and ASHA (one metric only) stops trials by it. The searcher receives each
 metric's value at the trial's best epoch (``best/<metric>``).
+
+``start`` points are enqueued in the study when the campaign begins (``enqueue_trial``, skipped
+when the study already holds the same point, so ``--resume`` does not add them twice). They make
+sure a campaign tries what a continuous range would almost never draw exactly, such as every
+augmentation off. Each value must be one the key's distribution can take.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from rectune.errors import ConfigError, DataError
 from rectune.runconfig import TASK_WEIGHT_PREFIX, Key, RunConfig, _nested_choice, key_table
 from rectune.train.metrics import WEIGHTED, better, check_metric
 
-SECTIONS = ("objective", "budget", "scheduler", "sampler", "resources", "fixed", "search")
+SECTIONS = ("objective", "budget", "scheduler", "sampler", "resources", "fixed", "search", "start")
 KINDS = ("float", "int", "categorical")
 SCHEDULERS = ("asha", "fifo")
 SAMPLERS = ("tpe", "random")
@@ -81,6 +88,21 @@ class Dist:
             return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log,
                                      step=int(self.step or 1))
         return trial.suggest_categorical(self.key, list(self.choices))
+
+    def check(self, where: str, value: Any) -> Any:
+        """``value`` as the study stores it, if this distribution can take it; else a ConfigError."""
+        spec = _spec_of(where, self.key)
+        value = check_value(where, value, spec.type, spec.meta)
+        if self.kind == "categorical":
+            if _encode_choice(value) not in self.choices:
+                raise ConfigError(f"{where}: {value!r} is not one of the choices "
+                                  f"{', '.join(map(str, self.choices))}")
+            return _encode_choice(value)
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"{where}: {value} is outside the searched range [{self.low}, {self.high}]")
+        if self.step is not None and abs((value - self.low) / self.step - round((value - self.low) / self.step)) > 1e-9:
+            raise ConfigError(f"{where}: {value} is not on the range's step {self.step} from {self.low}")
+        return value
 
     def possible(self) -> tuple | None:
         """Every value it can take, when there are few (categorical, small int range)."""
@@ -146,6 +168,8 @@ class SearchSpace:
     startup_trials: int = 4
     workers: int = 1
     gpus_per_worker: float = 0.0
+    start: tuple[dict, ...] = ()
+    """Points (searched key -> value, as the study stores it) enqueued before the sampler's own."""
     extra: dict = field(default_factory=dict)
 
     # ---- the trial's configuration -------------------------------------------------------------
@@ -176,7 +200,7 @@ class SearchSpace:
 
     # ---- files ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        out = {
             "objective": self.objective.to_dict(),
             "budget": {"trials": self.trials, "concurrency": self.concurrency, "time_limit_s": self.time_limit_s},
             "scheduler": {"name": self.scheduler, "grace_period": self.grace_period,
@@ -186,6 +210,9 @@ class SearchSpace:
             "fixed": dict(self.fixed),
             "search": {d.key: d.to_dict() for d in self.params},
         }
+        if self.start:  # absent when empty: the fingerprints of campaigns made before it stay the same
+            out["start"] = [dict(p) for p in self.start]
+        return out
 
     def fingerprint(self) -> str:
         """What must not change between a campaign and its resumption (not the trial budget)."""
@@ -343,6 +370,29 @@ def _conditions(where: str, dist: Dist, raw: Any, base: RunConfig, searched: dic
     return replace(dist, when=tuple(when.items()))
 
 
+def _start(where: str, raw: Any, params: dict[str, Dist], trials: int) -> tuple[dict, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a list of points such as [{{augment.mask.prob: 0.0}}], got {raw!r}")
+    if len(raw) > trials:
+        raise ConfigError(f"{where}: {len(raw)} points, more than the budget's {trials} trials")
+    points = []
+    for i, point in enumerate(raw):
+        pwhere = f"{where}[{i}]"
+        if not isinstance(point, dict) or not point:
+            raise ConfigError(f"{pwhere}: expected a mapping of searched keys to values, got {point!r}")
+        out = {}
+        for key, value in point.items():
+            if key not in params:
+                raise ConfigError(f"{pwhere}: {key}: not a searched key; a start point sets keys under 'search'")
+            out[key] = params[key].check(f"{pwhere}: {key}", value)
+        if out in points:
+            raise ConfigError(f"{pwhere}: the same point as an earlier one")
+        points.append(out)
+    return tuple(points)
+
+
 def _objective(where: str, raw: Any) -> Objective:
     if raw is None:
         raw = "valid/mean_auc"
@@ -425,10 +475,11 @@ def from_mapping(tree: Any, source: str) -> SearchSpace:
         params[key] = dist
     if not params:
         raise ConfigError(f"{source}: search: expected at least one key to search")
+    start = _start(f"{source}: start", tree.get("start"), params, trials)
     space = SearchSpace(str(source), objective, fixed, tuple(params.values()), trials=trials,
                         concurrency=concurrency, time_limit_s=limit, scheduler=scheduler, grace_period=grace,
                         reduction_factor=reduction, sampler=sampler, seed=seed, startup_trials=startup,
-                        workers=workers, gpus_per_worker=gpus)
+                        workers=workers, gpus_per_worker=gpus, start=start)
     epochs = space.epochs
     if scheduler == "asha" and grace > epochs:
         raise ConfigError(f"{source}: scheduler: grace_period {grace} exceeds train.epochs {epochs}")
