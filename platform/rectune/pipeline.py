@@ -325,6 +325,13 @@ def fits_in_object_store(parquet_bytes: int, share: float = 0.25) -> bool:
     return 4 * parquet_bytes < share * store
 
 
+def _tasks(n: int):
+    """At most ``n`` tasks at once (``compute=``: ``concurrency=`` is deprecated since Ray 2.51)."""
+    import ray.data
+
+    return ray.data.TaskPoolStrategy(size=n)
+
+
 def _configure(data):
     """Options of one stream (its own DataContext copy; the global one is left alone): rows in a
     reproducible order, and no per-operator reservations (one map step needs none; with them an
@@ -368,7 +375,7 @@ def stream(ds: PreparedDataset, split: str, resources: ResourcePlan, augment: Au
         if not groups:
             items = items.limit(0)
         encoded = _configure(items.map_batches(encode, batch_format="pyarrow", batch_size=None,
-                                               num_cpus=cpus, concurrency=max(1, min(tasks, len(groups)))))
+                                               num_cpus=cpus, compute=_tasks(max(1, min(tasks, len(groups))))))
         if materialize:
             encoded = encoded.materialize()
         if not train:
@@ -390,7 +397,7 @@ def stream(ds: PreparedDataset, split: str, resources: ResourcePlan, augment: Au
     if not windows:
         index = index.limit(0)
     data = _configure(index.map_batches(step, batch_format="pyarrow", batch_size=None,
-                                         num_cpus=cpus, concurrency=n_tasks))
+                                         num_cpus=cpus, compute=_tasks(n_tasks)))
     # each window its own block (not merged up to Ray's 128 MiB target): the consumer starts
     # on the first window instead of waiting for a whole task
     data.context.target_max_block_size = max(1 << 20, int(0.75 * _row_bytes(schema) * step.window * rows))
