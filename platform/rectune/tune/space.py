@@ -94,13 +94,15 @@ class Dist:
         spec = _spec_of(where, self.key)
         value = check_value(where, value, spec.type, spec.meta)
         if self.kind == "categorical":
-            if _encode_choice(value) not in self.choices:
+            encoded = _encode_choice(value)
+            if encoded not in self.choices:
                 raise ConfigError(f"{where}: {value!r} is not one of the choices "
                                   f"{', '.join(map(str, self.choices))}")
-            return _encode_choice(value)
+            return encoded
         if not self.low <= value <= self.high:
             raise ConfigError(f"{where}: {value} is outside the searched range [{self.low}, {self.high}]")
-        if self.step is not None and abs((value - self.low) / self.step - round((value - self.low) / self.step)) > 1e-9:
+        steps = (value - self.low) / self.step if self.step is not None else 0
+        if abs(steps - round(steps)) > 1e-9:
             raise ConfigError(f"{where}: {value} is not on the range's step {self.step} from {self.low}")
         return value
 
