@@ -6,6 +6,9 @@
 - task labels: ``float32[n]``;
 - ``ROW_ID``: ``int64[n]``, the row's index in its split (stable across epochs; it keys the
   per-row randomness of the augmenters).
+- ``ITEM_KEY``: ``int32[n]``, only in batches whose item id was masked (``augment.mask``): the
+  row's own item, which its item text and graph neighbours still describe (the model reads them
+  by this id, and embeds the masked id).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pyarrow.compute as pc
 from rectune.data.schema import Schema
 
 ROW_ID = "_row"
+ITEM_KEY = "_item"
 Batch = dict[str, np.ndarray]
 
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rectune.augment import AUGMENTERS, AugmentConfig, AugmentPlan
-from rectune.batches import ROW_ID, pad_sequences, sequence_lengths, table_to_batch
+from rectune.batches import ITEM_KEY, ROW_ID, pad_sequences, sequence_lengths, table_to_batch
 from rectune.data import open_dataset
 from rectune.errors import ConfigError
 from tests.conftest import shared_path
@@ -159,6 +159,22 @@ def test_neighbor_without_relations(world, tmp_path):
     (dst / "relations.parquet").unlink()
     with pytest.raises(ConfigError, match="augment.neighbor.source: 'graph' needs relations.parquet"):
         AugmentPlan(AugmentConfig({"augment.neighbor.rate": 0.1}), open_dataset(dst))
+
+
+def test_a_masked_item_keeps_its_own_id_for_its_side_data(world, batch):
+    out = plan(world, mask__prob=0.4, mask__groups=["item"]).apply(batch, 0)
+    masked = (out["item_id"] == 0) & (batch["item_id"] != 0)
+    assert 0.35 < masked.mean() < 0.45
+    assert (out[ITEM_KEY] == batch["item_id"]).all()
+    # masking runs after the other stream augmenters, whatever the order they are named in: the
+    # key is the row's final item (a substituted neighbour, a synthetic row's item), never a stale one
+    out = plan(world, synthetic__ratio=0.3, neighbor__rate=0.5, mask__prob=0.3, mask__groups=["item"]).apply(batch, 0)
+    assert all(len(v) == len(out[ROW_ID]) for v in out.values())
+    kept = out["item_id"] != 0
+    assert (out[ITEM_KEY][kept] == out["item_id"][kept]).all()
+    assert (out[ITEM_KEY][~kept] != 0).all() and (out[ROW_ID] < 0).any()
+    # a mask that leaves the item field alone adds no key
+    assert ITEM_KEY not in plan(world, mask__prob=0.3, mask__groups=["user"]).apply(batch, 0)
 
 
 def test_row_ids_are_kept(world, batch):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rectune.batches import table_to_batch
+from rectune.batches import ITEM_KEY, table_to_batch
 from rectune.data.prepared import open_dataset
 from rectune.errors import ConfigError, DataError
 from rectune.models.model import build_model
@@ -84,6 +84,38 @@ def test_gradients_reach_every_modality(world):
     assert model.embeddings.table.weight.grad[hist_codes.long() + off].abs().sum(1).gt(0).float().mean() > 0.9
 
 
+def test_a_masked_item_is_embedded_as_unknown_and_keeps_its_text_and_graph(world):
+    model = build_model(world, RunConfig({"model.text_dim": 8, "model.kg": "mean"})).eval()
+    table = world.read_split("train").slice(0, 64)
+    batch = {k: torch.from_numpy(v) for k, v in table_to_batch(table, world.schema).items()}
+    masked = dict(batch, item_id=torch.zeros_like(batch["item_id"]))
+    with torch.no_grad():
+        plain, lost, kept = (model.embed(b) for b in (batch, masked, dict(masked, **{ITEM_KEY: batch["item_id"]})))
+    text, kg = model.modalities.index("text"), model.modalities.index("kg")
+    item = model.sparse.index("item_id")
+    assert torch.equal(kept[:, [text, kg]], plain[:, [text, kg]])  # the row's own item's text and neighbours
+    assert not torch.allclose(lost[:, text], plain[:, text])  # without the key they would be item 0's
+    assert torch.equal(kept[:, item], lost[:, item])  # the id itself is the unknown id's embedding
+
+
+def test_min_id_count_embeds_rare_ids_as_unknown(world):
+    train = world.read_split("train")
+    counts = np.bincount(train.column("item_id").to_numpy(), minlength=world.schema.field("item_id").vocab_size)
+    model = build_model(world, RunConfig({"model.min_id_count": 20, "model.kg": "mean"})).eval()
+    codes = np.arange(1, len(counts))
+    rare, common = codes[counts[1:] < 20], codes[counts[1:] >= 20]
+    assert len(rare) and len(common)
+    e = model.embeddings
+    got = e.lookup_many(["item_id"], torch.from_numpy(codes).view(-1, 1))[:, 0]
+    unknown = e.lookup("item_id", torch.zeros(1, dtype=torch.long))
+    is_unknown = (got == unknown).all(1).numpy()
+    assert is_unknown[rare - 1].all() and not is_unknown[common - 1].any()
+    # the history and the graph still look the item up by its own id; the rule is saved with the weights
+    assert torch.equal(e.lookup("hist_items", torch.from_numpy(rare)), e.table.weight[rare + e.offsets["item_id"]])
+    assert "embeddings.sparse_rows" in model.state_dict()
+    assert "embeddings.sparse_rows" not in build_model(world, RunConfig({})).state_dict()
+
+
 def test_esmm_ctcvr_is_the_product_of_its_towers(world, rows):
     run = fit_local(world, RunConfig({"train.epochs": 1, "model.mtl": "esmm"}), data=dict(rows))
     pred = run.trainer.predict(rows["valid"].batches(4096))
@@ -124,6 +156,7 @@ def test_leaking_configs_are_refused(world, leaky_world):
     ({"model.fusion": "transformer"}, r"model.fusion: 'transformer' is not one of \['attention', 'concat', 'cross', 'gate'\]"),
     ({"model.mtl": "aitm"}, r"model.mtl: 'aitm' is not one of"),
     ({"model.mtl.experts": 0}, r"model.mtl.experts: 0 is out of range"),
+    ({"model.min_id_count": -1}, r"model.min_id_count: -1 is out of range"),
     ({"loss.weights.like": 2.0}, r"loss.weights.like: the dataset has no task 'like'; tasks: click, conversion"),
     ({"model.features": ["user_id", "colour"]}, r"model.features: no field 'colour'"),
 ])

@@ -11,7 +11,8 @@ An augmenter is a class with
   new batch (inputs are never modified in place).
 
 Augmenters that need the model's gradient (``adversarial``) declare ``in_model = True``: their
-parameters live here, the training step applies them.
+parameters live here, the training step applies them. An augmenter that declares ``runs_last = True``
+(``mask``) runs after every other data-stream augmenter, whatever the registry order.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Augmenter:
     name: ClassVar[str]
     Params: ClassVar[type[Params]]
     in_model: ClassVar[bool] = False
+    runs_last: ClassVar[bool] = False
 
     def __init__(self, params: Params, context: "Context"):
         self.params = params
@@ -134,6 +136,7 @@ class AugmentPlan:
             if cls.in_model:
                 continue
             self.augmenters.append(cls(config.params[name], context))
+        self.augmenters.sort(key=lambda a: a.runs_last)  # stable: registry order otherwise
 
     def __bool__(self) -> bool:
         return bool(self.augmenters)

@@ -3,7 +3,8 @@
 - :class:`FieldEmbeddings` — every sparse and sequence field; fields that share a vocabulary
   (``hist_items`` shares ``item_id``'s) share one table. All tables live in one ``nn.Embedding``
   with an offset per vocabulary, so a batch needs one look-up. Code 0 (unknown/masked) has its
-  own learned row; in sequences 0 is padding and is masked out.
+  own learned row; in sequences 0 is padding and is masked out. ``set_rare`` makes the sparse
+  look-ups (not the sequences', nor the graph's) embed rare ids as the unknown id.
 - :class:`HistoryPooling` — a behaviour history pooled into one token: masked mean, or DIN-style
   attention against the target item.
 - :class:`DenseTokens` — each standardised dense feature ``x`` becomes ``x · v + b``.
@@ -39,6 +40,16 @@ class FieldEmbeddings(nn.Module):
         self.offsets = offsets
         self.table = nn.Embedding(max(total, 1), dim)
         nn.init.normal_(self.table.weight, std=1e-2)
+        self.register_buffer("sparse_rows", None)
+
+    def set_rare(self, rare: dict[str, np.ndarray]) -> None:
+        """``rare``: per field, codes that :meth:`lookup_many` embeds as 0 (a buffer ``sparse_rows``,
+        saved with the checkpoint: row of the table per (offset + code))."""
+        rows = torch.arange(self.table.num_embeddings)
+        for name, codes in rare.items():
+            off = self.offsets[name]
+            rows[off + torch.as_tensor(codes, dtype=torch.long)] = off
+        self.register_buffer("sparse_rows", rows)
 
     def lookup(self, name: str, codes: torch.Tensor) -> torch.Tensor:
         return self.table(codes.long() + self.offsets[name])
@@ -46,7 +57,10 @@ class FieldEmbeddings(nn.Module):
     def lookup_many(self, names: list[str], codes: torch.Tensor) -> torch.Tensor:
         """``codes`` ``[B, len(names)]`` -> ``[B, len(names), d]`` in one look-up."""
         off = torch.tensor([self.offsets[n] for n in names], device=codes.device)
-        return self.table(codes.long() + off)
+        rows = codes.long() + off
+        if self.sparse_rows is not None:
+            rows = self.sparse_rows[rows]
+        return self.table(rows)
 
 
 class HistoryPooling(nn.Module):

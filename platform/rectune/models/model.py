@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from rectune.config import Params, param
+from rectune.batches import ITEM_KEY
 from rectune.data.prepared import PreparedDataset
 from rectune.data.schema import TEXT_EMB_COLUMN, Schema
 from rectune.errors import ConfigError
@@ -51,6 +52,9 @@ class ModelParams(Params):
                          "against the target item)", choices=("none", "mean", "attention"))
     text_dim: int = param(0, "projection width of the item-text embedding (0 = text not used)", low=0, high=1024)
     features: list[str] = param(None, "row fields used as features (empty = all)", default_factory=list)
+    min_id_count: int = param(0, "a sparse id seen in fewer training rows than this is embedded as the unknown "
+                              "id (0); the item's text and graph still use its own id (0 = off; FuxiCTR's "
+                              "min_categr_count)", low=0, high=1_000_000_000)
 
 
 @dataclass
@@ -118,6 +122,8 @@ class FusedModel(nn.Module):
         # columns the metrics need (GAUC per user, cold items), whether or not they are features
         self.user_column, self.item_column = schema.user_field, schema.item_field
         self.embeddings = FieldEmbeddings(schema, self.sparse + self.sequences, d)
+        if side.get("rare_ids"):
+            self.embeddings.set_rare(side["rare_ids"])
         if side.get("item_init") is not None and self.item:
             init = torch.from_numpy(side["item_init"])
             off = self.embeddings.offsets[self.item]
@@ -166,10 +172,12 @@ class FusedModel(nn.Module):
         if self.dense_tokens is not None:
             x = torch.stack([batch[n].float() for n in self.dense], dim=1)
             parts.append(self.dense_tokens(x))
+        # the item's own id (a masked row keeps it in ITEM_KEY): its text and graph describe it
+        key = batch.get(ITEM_KEY, batch[self.item]) if self.item else None
         if self.text is not None:
-            parts.append(self.text(batch[self.item]).unsqueeze(1))
+            parts.append(self.text(key).unsqueeze(1))
         if self.graph is not None:
-            parts.append(self.graph(batch[self.item], item_emb,
+            parts.append(self.graph(key, item_emb,
                                     lambda c: self.embeddings.lookup(self.item, c)).unsqueeze(1))
         return torch.cat(parts, dim=1)
 
@@ -205,6 +213,8 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
         raise ConfigError(f"{key}: needs the item field among the features, and dataset '{schema.name}' "
                           f"{'has none' if schema.item_field is None else 'leaves it out'}")
     n_items = schema.field(schema.item_field).vocab_size if schema.item_field else 0
+    if mp.min_id_count > 1:
+        out["rare_ids"] = rare_ids(ds, [f for f in features if schema.field(f).kind == "sparse"], mp.min_id_count)
     if mp.text_dim > 0:
         items = ds.items()
         if TEXT_EMB_COLUMN not in items.column_names:
@@ -230,6 +240,26 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
         out["neighbors"], out["relations"] = neighbor_table(rel, n_items, kg.relations, kg.neighbors)
         if kg.pretrain:
             out["item_init"] = pretrain_transe(out["neighbors"], n_items, mp.emb_dim, kg.pretrain, seed)
+    return out
+
+
+def rare_ids(ds: PreparedDataset, fields: list[str], min_count: int) -> dict[str, np.ndarray]:
+    """Per sparse field, the codes seen in fewer than ``min_count`` training rows (0 excluded).
+    Fields that share a vocabulary count together."""
+    schema = ds.schema
+    train = ds.read_split("train", columns=fields)
+    counts: dict[str, np.ndarray] = {}
+    for name in fields:
+        f = schema.field(name)
+        group = f.shares_vocab_with or name
+        size = schema.field(group).vocab_size
+        c = np.bincount(train.column(name).to_numpy().astype(np.int64), minlength=size)[:size]
+        counts[group] = counts[group] + c if group in counts else c
+    out = {}
+    for name in fields:
+        c = counts[schema.field(name).shares_vocab_with or name]
+        rare = np.flatnonzero(c < min_count)
+        out[name] = rare[rare > 0]
     return out
 
 
