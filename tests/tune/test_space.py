@@ -159,7 +159,7 @@ def test_shipped_spaces_load_and_sample(name, tasks):
 
 
 def test_start_points_come_first_once_and_change_the_fingerprint(tmp_path):
-    from rectune.tune.campaign import _searcher, _study_storage
+    from rectune.tune.campaign import _searcher, study_storage
 
     points = [{"model.mtl": "shared_bottom", "model.hidden": [128, 64]}, {"optim.lr": 1e-3}]
     sp = space(start=points)
@@ -169,7 +169,7 @@ def test_start_points_come_first_once_and_change_the_fingerprint(tmp_path):
     storage = f"sqlite:///{tmp_path}/study.db"
 
     def searcher():
-        return _searcher(sp, "s", _study_storage(storage))
+        return _searcher(sp, "s", study_storage(storage))
 
     first = searcher()
     asked = [first.suggest(f"t{i}") for i in range(3)]

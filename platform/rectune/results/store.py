@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from rectune.errors import ConfigError, DataError
-from rectune.tune.campaign import DEFAULT_STORAGE, STORAGE_ENV, STUDY_DB_ENV, TUNE_TRIAL_ATTR, CampaignFolder, redact
+from rectune.tune.folder import DEFAULT_STORAGE, STORAGE_ENV, STUDY_DB_ENV, TUNE_TRIAL_ATTR, CampaignFolder, redact
 from rectune.tune.space import SearchSpace, from_mapping
 
 STATES = ("complete", "errored", "running", "interrupted", "pruned", "waiting")

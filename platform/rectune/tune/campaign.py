@@ -20,9 +20,7 @@ early; failed trials are retried (``FailureConfig``). ``--resume`` restores the 
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -35,116 +33,14 @@ from rich.console import Console
 from rich.table import Table
 
 from rectune.errors import ConfigError, RectuneError
+from rectune.tune.folder import (DEFAULT_STORAGE, STORAGE_ENV, TUNE_TRIAL_ATTR, CampaignFolder, _is_uri, redact,
+                                  study_storage)
 from rectune.tune.space import SearchSpace, load, metric_mode
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DEFAULT_STORAGE = "campaigns"
-STORAGE_ENV = "RECTUNE_STORAGE"
-STUDY_DB_ENV = "RECTUNE_STUDY_DB"
 DRIVER_CPUS = 0.01
 TRIAL_RETRIES = 2
-TUNE_TRIAL_ATTR = "tune_trial_id"
 ERROR_KEY = "trial/error"
 """What a trial reports when it ends on an error that a retry cannot mend (a loss turned NaN)."""
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-@dataclass
-class CampaignFolder:
-    """Where a campaign lives: a local folder or a URI (``s3://...``) read through pyarrow."""
-
-    storage: str
-    name: str
-
-    def __post_init__(self):
-        if not NAME.match(self.name):
-            raise ConfigError(f"--name '{self.name}': expected letters, digits, '_', '.', '-' (at most 100, "
-                              f"starting with a letter or digit)")
-        if not _is_uri(self.storage):
-            self.storage = str(Path(self.storage).expanduser().resolve())
-
-    @property
-    def root(self) -> str:
-        return f"{self.storage.rstrip('/')}/{self.name}"
-
-    @property
-    def local(self) -> Path | None:
-        return None if _is_uri(self.storage) else Path(self.root)
-
-    def _fs(self):
-        import pyarrow.fs
-
-        return pyarrow.fs.FileSystem.from_uri(self.root)
-
-    def read(self, name: str) -> str | None:
-        if self.local is not None:
-            p = self.local / name
-            return p.read_text() if p.is_file() else None
-        fs, base = self._fs()
-        import pyarrow.fs
-
-        if fs.get_file_info(f"{base}/{name}").type != pyarrow.fs.FileType.File:
-            return None
-        with fs.open_input_stream(f"{base}/{name}") as f:
-            return f.read().decode()
-
-    def write(self, name: str, text: str) -> None:
-        """Whole file or nothing (a local temp file renamed over the old one)."""
-        if self.local is not None:
-            self.local.mkdir(parents=True, exist_ok=True)
-            tmp = self.local / f".{name}.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, self.local / name)
-            return
-        fs, base = self._fs()
-        fs.create_dir(base, recursive=True)
-        with fs.open_output_stream(f"{base}/{name}") as f:
-            f.write(text.encode())
-
-    def meta(self) -> dict | None:
-        text = self.read("campaign.json")
-        if text is None:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise ConfigError(f"{self.root}/campaign.json: not valid JSON; the campaign folder is damaged") from None
-
-    def save_meta(self, meta: dict) -> None:
-        self.write("campaign.json", json.dumps(meta, indent=1, default=str))
-
-    def study_url(self, given: str | None) -> str:
-        url = given or os.environ.get(STUDY_DB_ENV)
-        if url:
-            return url
-        if self.local is None:
-            raise ConfigError(f"--storage {self.storage}: a remote campaign storage needs --study-db (a database "
-                              f"every node reaches, e.g. postgresql://user@host:5432/db); SQLite is for one machine")
-        return f"sqlite:///{self.local / 'study.db'}"
-
-
-def redact(url: str) -> str:
-    """A database URL without its password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-def _study_storage(url: str):
-    import optuna
-    import sqlalchemy.exc
-
-    try:
-        return optuna.storages.RDBStorage(url)
-    except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as exc:
-        raise ConfigError(f"--study-db {redact(url)}: not a usable SQLAlchemy database URL ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0]})") from None
-    except sqlalchemy.exc.OperationalError as exc:
-        raise ConfigError(f"--study-db {redact(url)}: cannot connect ({str(exc.orig).splitlines()[0]})") from None
-    except sqlalchemy.exc.DatabaseError as exc:  # e.g. a SQLite file cut short: "file is not a database"
-        raise ConfigError(f"--study-db {redact(url)}: not a usable study database "
-                          f"({str(exc.orig).splitlines()[0]}); nothing was changed") from None
 
 
 def _study_exists(storage, name: str) -> bool:
@@ -482,8 +378,8 @@ def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: s
     if made:
         folder.local.mkdir(parents=True)  # SQLite's file lives there
     try:
-        study_storage = _study_storage(url)
-        if not resume and _study_exists(study_storage, name):
+        rdb = study_storage(url)
+        if not resume and _study_exists(rdb, name):
             raise ConfigError(f"--study-db {redact(url)}: a study named '{name}' exists there already; "
                               f"choose another --name or pass --resume")
     except BaseException:
@@ -506,7 +402,7 @@ def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: s
     if not resume:
         folder.write("space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
     folder.save_meta(meta)
-    return _run(folder, space, ds, meta, study_storage, address, resume, console, cpus, extra or {})
+    return _run(folder, space, ds, meta, rdb, address, resume, console, cpus, extra or {})
 
 
 def _run(folder, space, ds, meta, study_storage, address, resume, console, cpus, extra) -> CampaignResult:

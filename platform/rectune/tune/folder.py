@@ -1,0 +1,139 @@
+"""Where a campaign lives (its folder, local or a URI) and the names it is found by: what the
+results commands need, without importing Ray Tune (``rectune.tune.campaign`` runs campaigns)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rectune.errors import ConfigError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+DEFAULT_STORAGE = "campaigns"
+STORAGE_ENV = "RECTUNE_STORAGE"
+STUDY_DB_ENV = "RECTUNE_STUDY_DB"
+TUNE_TRIAL_ATTR = "tune_trial_id"
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+@dataclass
+class CampaignFolder:
+    """Where a campaign lives: a local folder or a URI (``s3://...``) read through pyarrow."""
+
+    storage: str
+    name: str
+
+    def __post_init__(self):
+        if not NAME.match(self.name):
+            raise ConfigError(f"--name '{self.name}': expected letters, digits, '_', '.', '-' (at most 100, "
+                              f"starting with a letter or digit)")
+        if not _is_uri(self.storage):
+            self.storage = str(Path(self.storage).expanduser().resolve())
+
+    @property
+    def root(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+    @property
+    def local(self) -> Path | None:
+        return None if _is_uri(self.storage) else Path(self.root)
+
+    def _fs(self):
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(self.root)
+
+    def read(self, name: str) -> str | None:
+        if self.local is not None:
+            p = self.local / name
+            return p.read_text() if p.is_file() else None
+        fs, base = self._fs()
+        import pyarrow.fs
+
+        if fs.get_file_info(f"{base}/{name}").type != pyarrow.fs.FileType.File:
+            return None
+        with fs.open_input_stream(f"{base}/{name}") as f:
+            return f.read().decode()
+
+    def write(self, name: str, text: str) -> None:
+        """Whole file or nothing (a local temp file renamed over the old one)."""
+        if self.local is not None:
+            self.local.mkdir(parents=True, exist_ok=True)
+            tmp = self.local / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, self.local / name)
+            return
+        fs, base = self._fs()
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(f"{base}/{name}") as f:
+            f.write(text.encode())
+
+    def meta(self) -> dict | None:
+        text = self.read("campaign.json")
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{self.root}/campaign.json: not valid JSON; the campaign folder is damaged") from None
+
+    def save_meta(self, meta: dict) -> None:
+        self.write("campaign.json", json.dumps(meta, indent=1, default=str))
+
+    def study_url(self, given: str | None) -> str:
+        url = given or os.environ.get(STUDY_DB_ENV)
+        if url:
+            return url
+        if self.local is None:
+            raise ConfigError(f"--storage {self.storage}: a remote campaign storage needs --study-db (a database "
+                              f"every node reaches, e.g. postgresql://user@host:5432/db); SQLite is for one machine")
+        return f"sqlite:///{self.local / 'study.db'}"
+
+
+def redact(url: str) -> str:
+    """A database URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def study_storage(url: str, attempts: int = 5):
+    """The campaign's Optuna ``RDBStorage`` (its tables made on first use), or a one-line ConfigError."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.DBAPIError as exc:
+            # another process set the same fresh database up at the same moment (two campaigns, or
+            # a campaign and a reader, starting at once; Optuna's table set-up is not atomic):
+            # "table ... already exists", a duplicate alembic version. The tables are there now,
+            # so opening the database again succeeds.
+            why = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
+            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in why
+            if not racing:
+                _refuse_storage(url, exc)
+            if attempt == attempts - 1:
+                raise ConfigError(f"--study-db {redact(url)}: could not set the study database up ({why}); "
+                                  f"nothing was changed") from None
+            time.sleep(0.2 * (attempt + 1))
+        except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as exc:
+            raise ConfigError(f"--study-db {redact(url)}: not a usable SQLAlchemy database URL ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0]})") from None
+
+
+def _refuse_storage(url: str, exc) -> None:
+    """A database error opening the study as a one-line ConfigError."""
+    import sqlalchemy.exc
+
+    why = str(exc.orig).splitlines()[0]
+    if isinstance(exc, sqlalchemy.exc.OperationalError) and "not a database" not in why:
+        raise ConfigError(f"--study-db {redact(url)}: cannot connect ({why})") from None
+    # e.g. a SQLite file cut short: "file is not a database"
+    raise ConfigError(f"--study-db {redact(url)}: not a usable study database ({why}); nothing was changed") from None
