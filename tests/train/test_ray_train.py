@@ -1,4 +1,4 @@
-"""Training through Ray Train: the CLI end to end, resume after a worker failure, two workers.
+"""Training through Ray Train: the CLI end to end; two workers, resumed after a worker failure.
 
 One local Ray (2 CPUs, as on the CI machine) serves the whole module; every test is bounded.
 """
@@ -48,22 +48,17 @@ def test_cli_train_writes_a_run_folder_and_predict_reproduces_it(ray_session, sm
     assert r.exit_code == 2 and "the folder exists; pass --resume" in r.output
 
 
-def test_a_failed_worker_resumes_from_its_checkpoint(ray_session, small_world, tmp_path):
+def test_two_workers_and_a_failed_worker_group_resumes_from_its_checkpoint(ray_session, small_world, tmp_path):
+    """Rank 0 of two workers fails after epoch 0: Train restarts the group from the last checkpoint
+    (each epoch once, not from scratch) and the run ends with both workers' data-parallel model."""
     from rectune.train.run import train
 
     marker = tmp_path / "failed-once"
-    result = train(small_world, RunConfig({"train.epochs": 3, "train.patience": 0}), tmp_path / "run",
-                   extra={"fail_once_after_epoch": 0, "fail_marker": str(marker)})
+    result = train(small_world, RunConfig({"train.epochs": 3, "train.patience": 0, "augment.noise.std": 0.1}),
+                   tmp_path / "run", workers=2, extra={"fail_once_after_epoch": 0, "fail_marker": str(marker)})
     assert marker.exists()  # the failure did happen
     epochs = [m["epoch"] for m in result.metrics["history"]]
     assert epochs == [0, 1, 2]  # each epoch once: resumed after epoch 0, not restarted
-
-
-def test_two_workers(ray_session, small_world, tmp_path):
-    from rectune.train.run import train
-
-    result = train(small_world, RunConfig({"train.epochs": 2, "augment.noise.std": 0.1}), tmp_path / "run", workers=2)
-    assert len(result.metrics["history"]) == 2
     assert result.metrics["best"]["valid/mean_auc"] > 0.55
 
 
