@@ -114,6 +114,13 @@ def test_min_id_count_embeds_rare_ids_as_unknown(world):
     assert torch.equal(e.lookup("hist_items", torch.from_numpy(rare)), e.table.weight[rare + e.offsets["item_id"]])
     assert "embeddings.sparse_rows" in model.state_dict()
     assert "embeddings.sparse_rows" not in build_model(world, RunConfig({})).state_dict()
+    # 1: only the ids no training row has (here, users who only appear in later splits)
+    users = np.bincount(train.column("user_id").to_numpy(), minlength=world.schema.field("user_id").vocab_size)
+    unseen = np.flatnonzero(users == 0)[1:]  # code 0 is the unknown id itself
+    assert len(unseen)
+    e = build_model(world, RunConfig({"model.min_id_count": 1})).embeddings
+    rows = e.sparse_rows[torch.from_numpy(np.arange(1, len(users))) + e.offsets["user_id"]].numpy()
+    assert (rows == e.offsets["user_id"]).sum() == len(unseen)
 
 
 def test_esmm_ctcvr_is_the_product_of_its_towers(world, rows):

@@ -53,8 +53,8 @@ class ModelParams(Params):
     text_dim: int = param(0, "projection width of the item-text embedding (0 = text not used)", low=0, high=1024)
     features: list[str] = param(None, "row fields used as features (empty = all)", default_factory=list)
     min_id_count: int = param(0, "a sparse id seen in fewer training rows than this is embedded as the unknown "
-                              "id (0); the item's text and graph still use its own id (0 = off; FuxiCTR's "
-                              "min_categr_count)", low=0, high=1_000_000_000)
+                              "id (0); the item's text and graph still use its own id (0 = off; 1 = ids never "
+                              "seen in training; FuxiCTR's min_categr_count)", low=0, high=1_000_000_000)
 
 
 @dataclass
@@ -213,7 +213,7 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
         raise ConfigError(f"{key}: needs the item field among the features, and dataset '{schema.name}' "
                           f"{'has none' if schema.item_field is None else 'leaves it out'}")
     n_items = schema.field(schema.item_field).vocab_size if schema.item_field else 0
-    if mp.min_id_count > 1:
+    if mp.min_id_count > 0:
         out["rare_ids"] = rare_ids(ds, [f for f in features if schema.field(f).kind == "sparse"], mp.min_id_count)
     if mp.text_dim > 0:
         items = ds.items()
