@@ -85,6 +85,16 @@ def test_console_script_and_fast_help():
     assert "quickstart" in r.stdout
 
 
+@pytest.mark.parametrize("module, heavy", [
+    ("rectune.results.report", "ray"),  # the results commands read files and the study, not Ray
+    ("rectune.train.progress", "torch"),  # the progress actor's process holds a dict
+])
+def test_light_modules_stay_light(module, heavy):
+    code = f"import sys, {module}; assert {heavy!r} not in sys.modules, 'imports {heavy}'"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_quickstart(tmp_path):
     """The main job: a world, its description, the quick campaign and its best trials."""
     r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000, "--trials", 2)

@@ -31,6 +31,7 @@ from rectune.data.prepared import PreparedDataset, open_dataset
 from rectune.errors import ConfigError
 from rectune.models.model import build_model, schema_fingerprint, side_data
 from rectune.runconfig import RunConfig
+from rectune.train.progress import Progress
 from rectune.train.tensors import train_item_mask
 
 
@@ -39,24 +40,6 @@ class TrainResult:
     out: Path
     metrics: dict
     """``history`` (per epoch), ``best_epoch``, ``best`` (that epoch's metrics)."""
-
-
-class _Progress:
-    """A tiny actor the rank-0 worker pushes its progress to; the driver polls it."""
-
-    def __init__(self):
-        self.state = {"epoch": 0, "rows": 0, "history": []}
-
-    def update(self, epoch=None, rows=None, metrics=None):
-        if epoch is not None:
-            self.state["epoch"] = epoch
-        if rows is not None:
-            self.state["rows"] = rows
-        if metrics is not None:
-            self.state["history"].append(metrics)
-
-    def get(self):
-        return self.state
 
 
 def start_ray(address: str | None, cpus: int | None = None) -> bool:
@@ -177,7 +160,7 @@ def train(data: str | Path, config: RunConfig, out: str | Path, workers: int = 1
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         progress_name = f"rectune-progress-{uuid.uuid4().hex[:8]}"
-        progress = ray.remote(num_cpus=0)(_Progress).options(name=progress_name).remote()
+        progress = ray.remote(num_cpus=0)(Progress).options(name=progress_name).remote()
         trainer, clock, plan = make_trainer(ds, config, inputs, (out / "ray").resolve(), "train", workers=workers,
                                             use_gpu=use_gpu, extra={"progress": progress_name, **(extra or {})})
         console.print(f"training on {ds.schema.name} ({ds.schema.rows.get('train', 0):,} rows) with {workers} worker(s)"
