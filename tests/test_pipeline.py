@@ -14,7 +14,7 @@ from rectune.pipeline import ResourcePlan
 @pytest.fixture(scope="module")
 def ray_2cpu():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 

@@ -89,7 +89,7 @@ def through_ray(ds, config: AugmentConfig, cpus: int, batch_size: int, repeat: i
 
     from rectune.pipeline import EpochClock, ResourcePlan, stream, torch_batches
 
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
