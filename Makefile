@@ -19,9 +19,8 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/rectune quickstart
 
-# two workers, each test file on one of them (a file's module fixtures, e.g. its campaign, run once)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/rectune bench synth

@@ -104,8 +104,16 @@ def test_quickstart(tmp_path):
     assert "best trials by valid/mean_auc (2 done, 0 errored)" in r.output
     campaigns = list((tmp_path / "qs" / "campaigns").iterdir())
     assert len(campaigns) == 1 and (campaigns[0] / "study.db").is_file()
-    r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000, "--trials", 1)
-    assert "reusing" in r.output and r.exit_code == 0, r.output
+
+
+@pytest.mark.slow
+def test_quickstart_again_reuses_its_world(tmp_path):
+    """A second quickstart in the same folder keeps the world and starts a new campaign. Slow (two
+    campaigns): `pytest -m slow`."""
+    for trials in (1, 1):
+        r = run_cli("quickstart", "--dir", tmp_path / "qs", "--rows", 5000, "--trials", trials)
+        assert r.exit_code == 0, r.output
+    assert "reusing" in r.output
     assert len(list((tmp_path / "qs" / "campaigns").iterdir())) == 2
 
 
