@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rectune.augment import AugmentConfig, AugmentPlan
-from rectune.batches import ITEM_KEY, ROW_ID, table_to_batch
+from rectune.batches import ROW_ID, table_to_batch
 from rectune.data.prepared import open_dataset
 
 
@@ -33,7 +33,7 @@ def preview(path: str | Path, values: dict, rows: int = 5, epoch: int = 0, seed:
     table.add_column("after")
     for i in range(min(rows, len(batch[ROW_ID]))):
         for name in batch:
-            if name in (ROW_ID, ITEM_KEY):
+            if name == ROW_ID:
                 continue
             b, a = batch[name][i], after[name][i]
             changed = not np.array_equal(b, a)
@@ -44,7 +44,7 @@ def preview(path: str | Path, values: dict, rows: int = 5, epoch: int = 0, seed:
         table.add_section()
     console.print(table)
     changed = {n: float(np.mean(np.any((batch[n] != after[n]).reshape(len(batch[n]), -1), axis=1)))
-               for n in batch if n not in (ROW_ID, ITEM_KEY)}
+               for n in batch if n != ROW_ID}
     console.print("share of the first {:,} rows changed: ".format(len(batch[ROW_ID]))
                   + ", ".join(f"{n} {v:.1%}" for n, v in changed.items() if v > 0) or "none")
     return batch, after
