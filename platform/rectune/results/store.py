@@ -30,7 +30,8 @@ from typing import Any
 import yaml
 
 from rectune.errors import ConfigError, DataError
-from rectune.tune.folder import DEFAULT_STORAGE, STORAGE_ENV, STUDY_DB_ENV, TUNE_TRIAL_ATTR, CampaignFolder, redact
+from rectune.tune.folder import (DEFAULT_STORAGE, STORAGE_ENV, STUDY_DB_ENV, TUNE_TRIAL_ATTR, CampaignFolder, is_uri,
+                                  redact)
 from rectune.tune.space import SearchSpace, from_mapping
 
 STATES = ("complete", "errored", "running", "interrupted", "pruned", "waiting")
@@ -240,7 +241,7 @@ def storage_of(storage: str | None) -> str:
 def campaign_names(storage: str | None = None) -> list[str]:
     """The campaigns (sub-folders with a campaign.json) in ``storage``, by name."""
     root = storage_of(storage)
-    if "://" in root:
+    if is_uri(root):
         import pyarrow.fs
 
         fs, base = pyarrow.fs.FileSystem.from_uri(root)

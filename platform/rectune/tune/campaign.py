@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rectune.errors import ConfigError, RectuneError
-from rectune.tune.folder import (DEFAULT_STORAGE, STORAGE_ENV, TUNE_TRIAL_ATTR, CampaignFolder, _is_uri, redact,
+from rectune.tune.folder import (DEFAULT_STORAGE, STORAGE_ENV, TUNE_TRIAL_ATTR, CampaignFolder, is_uri, redact,
                                   study_storage)
 from rectune.tune.space import SearchSpace, load, metric_mode
 
@@ -57,7 +57,7 @@ def finished_run(run_dir: str, config, report_best: list[str]) -> dict | None:
     """The last report of a trial's Train run that already ended (all epochs, or stopped early), or
     None. A campaign driver killed after a trial's last epoch but before Tune recorded the trial's
     end restores it as unfinished; its Train run would return at once without reporting again."""
-    if _is_uri(run_dir) or not Path(run_dir).is_dir():
+    if is_uri(run_dir) or not Path(run_dir).is_dir():
         return None
     from rectune.train import checkpoint as ckpt
 
@@ -405,7 +405,7 @@ def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: s
     return _run(folder, space, ds, meta, rdb, address, resume, console, cpus, extra or {})
 
 
-def _run(folder, space, ds, meta, study_storage, address, resume, console, cpus, extra) -> CampaignResult:
+def _run(folder, space, ds, meta, rdb, address, resume, console, cpus, extra) -> CampaignResult:
     import ray
 
     from rectune.train.run import start_ray
@@ -425,7 +425,7 @@ def _run(folder, space, ds, meta, study_storage, address, resume, console, cpus,
         else:
             tuner = ray.tune.Tuner(
                 trainable,
-                tune_config=ray.tune.TuneConfig(search_alg=_searcher(space, meta["study_name"], study_storage),
+                tune_config=ray.tune.TuneConfig(search_alg=_searcher(space, meta["study_name"], rdb),
                                                 scheduler=_scheduler(space), num_samples=space.trials,
                                                 max_concurrent_trials=space.concurrency,
                                                 time_budget_s=space.time_limit_s),
@@ -440,7 +440,7 @@ def _run(folder, space, ds, meta, study_storage, address, resume, console, cpus,
         finished = len(trials) >= space.trials and all(t["status"] in ("done", "error") for t in trials)
         status = "finished" if finished else "interrupted"
         if finished:
-            close_orphans(study_storage, meta["study_name"])
+            close_orphans(rdb, meta["study_name"])
     except KeyboardInterrupt:
         status, trials = "interrupted", []
         raise

@@ -1,5 +1,6 @@
-"""Where a campaign lives (its folder, local or a URI) and the names it is found by: what the
-results commands need, without importing Ray Tune (``rectune.tune.campaign`` runs campaigns)."""
+"""Where a campaign lives (its folder, local or a URI), the names it is found by, and its Optuna
+study's database: what the results commands need, without importing Ray Tune
+(``rectune.tune.campaign`` runs campaigns)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ STUDY_DB_ENV = "RECTUNE_STUDY_DB"
 TUNE_TRIAL_ATTR = "tune_trial_id"
 
 
-def _is_uri(path: str) -> bool:
+def is_uri(path: str) -> bool:
     return "://" in path
 
 
@@ -34,7 +35,7 @@ class CampaignFolder:
         if not NAME.match(self.name):
             raise ConfigError(f"--name '{self.name}': expected letters, digits, '_', '.', '-' (at most 100, "
                               f"starting with a letter or digit)")
-        if not _is_uri(self.storage):
+        if not is_uri(self.storage):
             self.storage = str(Path(self.storage).expanduser().resolve())
 
     @property
@@ -43,7 +44,7 @@ class CampaignFolder:
 
     @property
     def local(self) -> Path | None:
-        return None if _is_uri(self.storage) else Path(self.root)
+        return None if is_uri(self.storage) else Path(self.root)
 
     def _fs(self):
         import pyarrow.fs
@@ -115,25 +116,27 @@ def study_storage(url: str, attempts: int = 5):
             # a campaign and a reader, starting at once; Optuna's table set-up is not atomic):
             # "table ... already exists", a duplicate alembic version. The tables are there now,
             # so opening the database again succeeds.
-            why = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
-            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in why
-            if not racing:
-                _refuse_storage(url, exc)
+            why = _first_line(exc.orig)
+            if not (isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in why):
+                raise _storage_error(url, exc, why) from None
             if attempt == attempts - 1:
                 raise ConfigError(f"--study-db {redact(url)}: could not set the study database up ({why}); "
                                   f"nothing was changed") from None
             time.sleep(0.2 * (attempt + 1))
         except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as exc:
             raise ConfigError(f"--study-db {redact(url)}: not a usable SQLAlchemy database URL ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0]})") from None
+                              f"{_first_line(exc)})") from None
 
 
-def _refuse_storage(url: str, exc) -> None:
-    """A database error opening the study as a one-line ConfigError."""
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _storage_error(url: str, exc, why: str) -> ConfigError:
+    """A database error other than a set-up collision, as a one-line error."""
     import sqlalchemy.exc
 
-    why = str(exc.orig).splitlines()[0]
     if isinstance(exc, sqlalchemy.exc.OperationalError) and "not a database" not in why:
-        raise ConfigError(f"--study-db {redact(url)}: cannot connect ({why})") from None
+        return ConfigError(f"--study-db {redact(url)}: cannot connect ({why})")
     # e.g. a SQLite file cut short: "file is not a database"
-    raise ConfigError(f"--study-db {redact(url)}: not a usable study database ({why}); nothing was changed") from None
+    return ConfigError(f"--study-db {redact(url)}: not a usable study database ({why}); nothing was changed")
