@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rectune.config import Params, param
 from rectune.batches import ITEM_KEY
+from rectune.config import Params, param
 from rectune.data.prepared import PreparedDataset
 from rectune.data.schema import TEXT_EMB_COLUMN, Schema
 from rectune.errors import ConfigError
