@@ -615,20 +615,45 @@ def results_evaluate(name: str, storage: str | None, study_db: str | None, top: 
 @click.option("--peer-python", default=None, type=click.Path(path_type=Path),
               help="python of the peer environment (make bench-peers: .venv-peers/bin/python)")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="seeds per side")
-@click.option("--peer-lr", "peer_lrs", multiple=True, type=click.FloatRange(min=0, min_open=True),
-              help="learning rates each peer picks from on the first seed (default 0.001 and 0.003)")
+@click.option("--peer-trials", default=None, type=click.IntRange(min=1),
+              help="trials of each peer's own search (default: as many as the campaign completed)")
+@click.option("--peer-jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="peer runs at once (one torch thread each)")
 @click.option("--peer-epochs", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="runs folder (default evaluations/NAME)")
 @click.option("--data", "data_dir", default=None, type=click.Path(path_type=Path),
               help="the prepared dataset (default: the campaign's)")
 def bench_mission(name: str, storage: str | None, study_db: str | None, peer_python: Path | None, seeds: int,
-                  peer_lrs: tuple[float, ...], peer_epochs: int, out: Path | None, data_dir: Path | None) -> None:
+                  peer_trials: int | None, peer_jobs: int, peer_epochs: int, out: Path | None,
+                  data_dir: Path | None) -> None:
     """A campaign's best against the baseline, its ablations (augmentation, KG+text fusion, MTL
     weighting off) and torch-rechub's tuned peers, on the same rows and seeds (issue 7)."""
-    from rectune.bench.mission import PEER_LRS, run
+    from rectune.bench.mission import run
 
     run(_open(name, storage, study_db), peer_python, seeds=seeds, out=out, data=data_dir,
-        peer_lrs=peer_lrs or PEER_LRS, peer_epochs=peer_epochs)
+        peer_trials=peer_trials, peer_jobs=peer_jobs, peer_epochs=peer_epochs)
+
+
+@bench.command("peers", context_settings=CONTEXT)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--peer-python", required=True, type=click.Path(path_type=Path),
+              help="python of the peer environment (make bench-peers: .venv-peers/bin/python)")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="runs folder (finished runs in it are reused) and peers.json")
+@click.option("--trials", default=10, show_default=True, type=click.IntRange(min=1), help="trials per peer")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="seeds of the best")
+@click.option("--first-seed", default=1, show_default=True, type=int,
+              help="the search's seed (1: as `bench mission` after a campaign with seed 0)")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="runs at once")
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--model", "models", multiple=True, help="peers to tune (default: by the dataset's tasks)")
+def bench_peers(dataset: Path, peer_python: Path, out: Path, trials: int, seeds: int, first_seed: int, jobs: int,
+                epochs: int, models: tuple[str, ...]) -> None:
+    """torch-rechub's peers alone, each tuned by its own search (the peer side of `bench mission`)."""
+    from rectune.bench.peer_search import run_peers
+
+    run_peers(dataset, peer_python, out, trials=trials, seeds=list(range(first_seed, first_seed + seeds)),
+              jobs=jobs, epochs=epochs, models=list(models) or None)
 
 
 @main.command("predict", context_settings=CONTEXT)

@@ -81,7 +81,7 @@ def test_best_against_the_best_peer_per_task():
     assert vs["click"]["met"] is False
     assert vs["conversion"]["best_peer"] == "mmoe" and vs["conversion"]["difference"] == pytest.approx(0.012)
     assert vs["conversion"]["met"] is True
-    mission = {"tasks": ["click", "conversion"], "seeds": [1, 2, 3], "peer_lrs": [0.001, 0.003], "goal": 0.01,
+    mission = {"tasks": ["click", "conversion"], "seeds": [1, 2, 3], "peer_trials": 20, "goal": 0.01,
                "evaluate": report, "peers": peers, "versus_best_peer": vs}
     assert table(mission).row_count == 1 + 3 + 1
 

@@ -1,0 +1,204 @@
+"""A peer's own hyperparameter search: torch-rechub's models tuned with the effort a campaign gets.
+
+The mission's comparison (issue 7) asks for peers "with comparable tuning effort". Each peer gets
+``trials`` runs drawn by Optuna's TPE sampler (fixed seed) over its own hyperparameters,
+``PEER_SPACE``: the learning rate, the weight decay, the dropout of its MLPs and the embedding
+size, the knobs rectune's campaigns search beside their components. The first trial is the
+peer's defaults (``PEER_START``: torch-rechub's examples), so the search keeps the untuned peer
+among its candidates. Every trial trains on the first seed; the trial with the best mean valid
+AUC (at its best epoch) is then trained on the other seeds, and those runs are the peer's figures.
+
+Runs go ``jobs`` at a time (one torch thread each); each is kept as JSON under ``out`` and reused
+when the search runs again. The sampler is told the trials in the order it asked for them, so a
+rerun draws the same trials and reuses every finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from rectune.bench.train import peer_status, run_peer
+from rectune.errors import ConfigError
+from rectune.results.evaluate import mean_std
+from rectune.results.export import write_atomic
+
+MULTI_TASK_PEERS = ("mmoe", "ple", "esmm")
+SINGLE_TASK_PEERS = ("deepfm", "dcn")
+
+PEER_SPACE: dict[str, tuple] = {
+    "lr": ("log", 3e-4, 1e-2),
+    "weight_decay": ("log", 1e-7, 1e-4),
+    "dropout": ("float", 0.0, 0.3),
+    "emb": ("choice", 8, 16, 32),
+}
+"""name: (kind, ...): "log" / "float" (low, high), "choice" (values)"""
+PEER_START = {"lr": 1e-3, "weight_decay": 1e-5, "dropout": 0.0, "emb": 16}
+"""torch-rechub's example settings: the search's first trial"""
+SAMPLER_SEED = 0
+STARTUP_TRIALS = 4
+
+
+def peer_models(tasks: list[str]) -> tuple[str, ...]:
+    return MULTI_TASK_PEERS if len(tasks) > 1 else SINGLE_TASK_PEERS
+
+
+def run_name(model: str, params: dict[str, Any], seed: int) -> str:
+    """The file name of one run: the model, its parameters (rounded as stored) and the seed."""
+    return (f"{model}-lr{params['lr']:.3g}-wd{params['weight_decay']:.3g}-do{params['dropout']:.3g}"
+            f"-emb{params['emb']}-seed{seed}")
+
+
+def _rounded(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as the runs use them: three significant digits (the file name says the same)."""
+    return {k: (v if isinstance(v, int) else float(f"{v:.3g}")) for k, v in params.items()}
+
+
+def _suggest(trial) -> dict[str, Any]:
+    out = {}
+    for name, (kind, *args) in PEER_SPACE.items():
+        if kind == "choice":
+            out[name] = trial.suggest_categorical(name, list(args))
+        else:
+            out[name] = trial.suggest_float(name, args[0], args[1], log=kind == "log")
+    return _rounded(out)
+
+
+def peer_run(peer_python, data: Path, out: Path, model: str, params: dict[str, Any], seed: int, epochs: int,
+             console: Console) -> dict:
+    """One training of ``model`` with ``params`` on ``seed`` (reused from ``out`` when it is there)."""
+    f = out / f"{run_name(model, params, seed)}.json"
+    if f.is_file():
+        return json.loads(f.read_text())
+    extra = ["--weight-decay", params["weight_decay"], "--dropout", params["dropout"]]
+    r = run_peer(peer_python, data, seed, epochs, 1024, int(params["emb"]), params["lr"], history=True, threads=1,
+                 model=model, extra=extra)
+    label = f"peer {run_name(model, params, seed)}"
+    if "error" in r:
+        console.print(f"[red]{label}: {r['error']}[/red]")
+        return r
+    r["hparams"] = params
+    f.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(f, lambda p: p.write_text(json.dumps(r, default=float)))
+    console.print(f"{label}: valid {r['valid_mean_auc']:.4f}, test " +
+                  ", ".join(f"{t} {v:.4f}" for t, v in r["test_auc"].items()))
+    return r
+
+
+def search_peer(peer_python, data: Path, out: Path, model: str, seeds: list[int], trials: int, epochs: int,
+                jobs: int = 1, console: Console | None = None, runner: Callable[..., dict] = peer_run) -> dict:
+    """``trials`` TPE trials of ``model`` on ``seeds[0]``, then the best one on the other seeds.
+
+    The result: the chosen parameters, every trial's parameters and valid mean AUC, and the test
+    AUC (all rows and cold items) per task as mean, std and values over the seeds."""
+    import optuna
+
+    if trials < 1:
+        raise ValueError(f"trials {trials}: expected at least 1")
+    console = console or Console()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=SAMPLER_SEED, n_startup_trials=STARTUP_TRIALS)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial(dict(PEER_START))
+    done: list[tuple[dict, dict]] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while len(done) < trials:
+            asked = [study.ask() for _ in range(min(jobs, trials - len(done)))]
+            params = [_suggest(t) for t in asked]
+            runs = list(pool.map(lambda p: runner(peer_python, data, out, model, p, seeds[0], epochs, console),
+                                 params))
+            for t, p, r in zip(asked, params, runs):
+                v = r.get("valid_mean_auc")
+                ok = "error" not in r and v is not None and math.isfinite(v)
+                study.tell(t, v if ok else None, state=None if ok else optuna.trial.TrialState.FAIL)
+                done.append((p, r))
+        ok = [(p, r) for p, r in done if "error" not in r and math.isfinite(r.get("valid_mean_auc", math.nan))]
+        if not ok:
+            return {"model": model, "error": next(r["error"] for _, r in done if "error" in r)}
+        best_params, best_run = max(ok, key=lambda pr: pr[1]["valid_mean_auc"])
+        rest = list(pool.map(lambda s: runner(peer_python, data, out, model, best_params, s, epochs, console),
+                             seeds[1:]))
+    runs = [r for r in [best_run, *rest] if "error" not in r]
+    return {"model": model, "hparams": best_params, "lr": best_params["lr"], "seeds": len(runs),
+            "trials": [{"hparams": p, "valid_mean_auc": r.get("valid_mean_auc"), "error": r.get("error")}
+                       for p, r in done],
+            "test_auc": stats(runs, "test_auc"), "test_cold_auc": stats(runs, "test_cold_auc")}
+
+
+def stats(runs: list[dict], key: str) -> dict[str, dict[str, float]]:
+    """Per task: mean, std and the values over the runs."""
+    tasks = {t for r in runs for t in r.get(key, {})}
+    out = {}
+    for t in sorted(tasks):
+        xs = [r[key][t] for r in runs if t in r.get(key, {})]
+        m, sd = mean_std(xs)
+        out[t] = {"mean": m, "std": sd, "values": xs}
+    return out
+
+
+def describe() -> str:
+    """The search in one line, for reports."""
+    parts = []
+    for name, (kind, *args) in PEER_SPACE.items():
+        parts.append(f"{name} {{{', '.join(map(str, args))}}}" if kind == "choice"
+                     else f"{name} [{args[0]:g}, {args[1]:g}]{' log' if kind == 'log' else ''}")
+    return "TPE over " + ", ".join(parts) + " (first trial: torch-rechub's defaults)"
+
+
+def run_peers(data: str | Path, peer_python: str | Path, out: str | Path, trials: int, seeds: list[int],
+              jobs: int = 1, epochs: int = 5, models: list[str] | None = None,
+              console: Console | None = None) -> dict[str, Any]:
+    """Every peer of the dataset's tasks (or ``models``) through ``search_peer``; ``OUT/peers.json``."""
+    from rectune.data.prepared import open_dataset
+
+    console = console or Console(width=160)
+    data, out = Path(data).resolve(), Path(out)
+    tasks = list(open_dataset(data).schema.tasks)
+    allowed = peer_models(tasks)
+    for m in models or []:
+        if m not in allowed:
+            raise ConfigError(f"--model {m}: expected one of {', '.join(allowed)} for tasks {', '.join(tasks)}")
+    skip = peer_status(peer_python)
+    if skip:
+        raise ConfigError(skip.replace("torch-rechub side skipped: ", "--peer-python: "))
+    peers = [search_peer(peer_python, data, out, m, seeds, trials, epochs, jobs, console) for m in models or allowed]
+    report = {"data": str(data), "tasks": tasks, "seeds": seeds, "trials": trials, "epochs": epochs,
+              "search": describe(), "peers": peers}
+    write_atomic(out / "peers.json", lambda p: p.write_text(json.dumps(report, indent=1, default=float)))
+    console.print(table(report))
+    return report
+
+
+def table(report: dict) -> Table:
+    """Each peer's chosen settings and its test AUC (all rows, cold items) per task over the seeds."""
+    tasks = report["tasks"]
+    t = Table(title=f"torch-rechub peers, each the best of {report['trials']} trials on seed {report['seeds'][0]} "
+                    f"({describe()}), test AUC mean ± std over seeds {', '.join(map(str, report['seeds']))}",
+              title_justify="left")
+    for c in ("peer", "settings", *[f"{x} AUC" for x in tasks], *[f"{x} cold AUC" for x in tasks]):
+        t.add_column(c, justify="left" if c in ("peer", "settings") else "right")
+    for p in report["peers"]:
+        if "error" in p:
+            t.add_row(p["model"], p["error"], *["-"] * (2 * len(tasks)))
+            continue
+        t.add_row(p["model"], hparams(p), *[cell(p["test_auc"].get(x)) for x in tasks],
+                  *[cell(p["test_cold_auc"].get(x)) for x in tasks])
+    return t
+
+
+def hparams(peer: dict) -> str:
+    """A peer's chosen settings, short."""
+    h = peer.get("hparams") or {"lr": peer.get("lr")}
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items())
+
+
+def cell(e: dict | None) -> str:
+    if not e:
+        return "-"
+    return f"{e['mean']:.4f} ± {e['std']:.4f}" if not math.isnan(e["std"]) else f"{e['mean']:.4f}"

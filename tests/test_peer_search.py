@@ -1,0 +1,102 @@
+"""The peers' own search (`rectune bench peers`, the peer side of `bench mission`): which trials it
+runs, which it keeps, that a rerun reuses them, and its refusals. The torch-rechub runs are replaced
+by a function of the parameters here (the peer environment is not part of the test install)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rectune.bench import peer_search
+from rectune.bench.peer_search import PEER_SPACE, PEER_START, peer_run, run_name, search_peer, table
+from tests.conftest import run_cli
+
+
+def _valid(p: dict) -> float:
+    """A made-up valid AUC that peaks at lr 3e-3 and dropout 0.1."""
+    return 0.9 - abs(math.log10(p["lr"] / 3e-3)) * 0.01 - abs(p["dropout"] - 0.1) * 0.01
+
+
+class FakeRuns:
+    def __init__(self, fail_lr_above: float = 1.0):
+        self.calls: list[tuple[dict, int]] = []
+        self.fail_lr_above = fail_lr_above
+
+    def __call__(self, peer_python, data, out, model, params, seed, epochs, console):
+        self.calls.append((dict(params), seed))
+        if params["lr"] > self.fail_lr_above:
+            return {"error": "exit 1: loss is nan"}
+        v = _valid(params)
+        return {"valid_mean_auc": v, "test_auc": {"click": v - 0.01 + seed * 1e-4},
+                "test_cold_auc": {"click": v - 0.1}}
+
+
+def test_the_search_starts_at_the_defaults_and_keeps_the_best_valid_trial(tmp_path):
+    runs = FakeRuns()
+    r = search_peer(None, tmp_path, tmp_path, "mmoe", [1, 2, 3], trials=8, epochs=5, jobs=2, runner=runs)
+    first_seed = [p for p, s in runs.calls if s == 1]
+    assert len(first_seed) == 8 and first_seed[0] == PEER_START
+    for p in first_seed:  # every trial inside the space, as the runs use it (3 significant digits)
+        for name, (kind, *args) in PEER_SPACE.items():
+            assert p[name] in args if kind == "choice" else args[0] <= p[name] <= args[1]
+    best = max(first_seed, key=_valid)
+    assert r["hparams"] == best and r["lr"] == best["lr"]
+    assert [(p, s) for p, s in runs.calls if s != 1] == [(best, 2), (best, 3)]
+    assert r["seeds"] == 3 and [t["hparams"] for t in r["trials"]] == first_seed
+    assert r["test_auc"]["click"]["values"] == pytest.approx([_valid(best) - 0.01 + s * 1e-4 for s in (1, 2, 3)])
+    assert len(first_seed) == len({json.dumps(p, sort_keys=True) for p in first_seed})  # TPE drew 7 new points
+
+
+def test_failed_trials_are_skipped_and_a_search_with_no_success_says_why(tmp_path):
+    runs = FakeRuns(fail_lr_above=2e-3)
+    r = search_peer(None, tmp_path, tmp_path, "ple", [1, 2], trials=6, epochs=5, runner=runs)
+    assert r["hparams"]["lr"] <= 2e-3
+    assert any(t["error"] for t in r["trials"]), "the space above 2e-3 was never drawn: the test proves nothing"
+    r = search_peer(None, tmp_path, tmp_path, "ple", [1, 2], trials=2, epochs=5, runner=FakeRuns(fail_lr_above=0))
+    assert r == {"model": "ple", "error": "exit 1: loss is nan"}
+
+
+def test_a_rerun_draws_the_same_trials_and_reuses_every_finished_run(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_peer(peer_python, data, seed, epochs, batch_size, emb, lr, history, threads, model, extra):
+        calls.append((lr, seed))
+        wd, do = float(extra[1]), float(extra[3])
+        v = _valid({"lr": lr, "dropout": do})
+        return {"valid_mean_auc": v, "test_auc": {"click": v}, "test_cold_auc": {}, "wd": wd, "emb": emb}
+
+    monkeypatch.setattr(peer_search, "run_peer", fake_run_peer)
+    first = search_peer(None, tmp_path, tmp_path / "runs", "mmoe", [1, 2], trials=5, epochs=5)
+    assert len(calls) == 6 and len(list((tmp_path / "runs").glob("*.json"))) == 6
+    saved = json.loads((tmp_path / "runs" / f"{run_name('mmoe', PEER_START, 1)}.json").read_text())
+    assert saved["hparams"] == PEER_START and saved["wd"] == PEER_START["weight_decay"] and saved["emb"] == 16
+    again = search_peer(None, tmp_path, tmp_path / "runs", "mmoe", [1, 2], trials=5, epochs=5)
+    assert len(calls) == 6 and again == first
+
+
+def test_a_failed_run_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(peer_search, "run_peer", lambda *a, **k: {"error": "exit 1: boom"})
+    from rich.console import Console
+
+    r = peer_run(None, tmp_path, tmp_path / "runs", "mmoe", PEER_START, 1, 5, Console(quiet=True))
+    assert r == {"error": "exit 1: boom"} and not (tmp_path / "runs").exists()
+
+
+def test_the_report_table_has_a_row_per_peer():
+    report = {"tasks": ["click"], "seeds": [1, 2, 3], "trials": 4,
+              "peers": [{"model": "dcn", "hparams": PEER_START, "test_auc": {"click": {"mean": 0.7, "std": 0.01}},
+                         "test_cold_auc": {}}, {"model": "deepfm", "error": "exit 1: boom"}]}
+    assert table(report).row_count == 2
+
+
+def test_bench_peers_refuses_bad_input_before_writing(tmp_path, small_world):
+    out = tmp_path / "peers"
+    r = run_cli("bench", "peers", small_world, "--peer-python", tmp_path / "nope", "--out", out)
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "--peer-python" in r.output, r.output
+    r = run_cli("bench", "peers", small_world, "--peer-python", tmp_path / "nope", "--out", out, "--model", "dcn")
+    assert r.exit_code == 2 and "--model dcn: expected one of mmoe, ple, esmm" in r.output, r.output
+    r = run_cli("bench", "peers", tmp_path / "missing", "--peer-python", tmp_path / "nope", "--out", out)
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert not out.exists()
