@@ -64,8 +64,10 @@ OVERWRITE = click.option("--overwrite", is_flag=True, help="replace --out if it 
 @click.option("--items", default=1000, show_default=True, type=click.IntRange(min=10), help="number of items")
 @click.option("--rows", default=100_000, show_default=True, type=click.IntRange(min=100), help="impressions in all splits")
 @click.option("--seed", default=0, show_default=True, type=int, help="the world is deterministic per seed")
+@click.option("--new-items", default=0.0, show_default=True, type=float,
+              help="share of items launched late: absent from train, in valid and test only")
 @OVERWRITE
-def data_synth(out: Path, users: int, items: int, rows: int, seed: int, overwrite: bool) -> None:
+def data_synth(out: Path, users: int, items: int, rows: int, seed: int, new_items: float, overwrite: bool) -> None:
     """Generate the synthetic e-commerce world (the embedded default dataset).
 
     Users with latent tastes and profiles; items with brand, category, shop, price band and a title
@@ -76,7 +78,8 @@ def data_synth(out: Path, users: int, items: int, rows: int, seed: int, overwrit
     from rectune.data.prepared import check_output_free
 
     check_output_free(out, overwrite)
-    ds = generate(SynthConfig(users=users, items=items, rows=rows, seed=seed)).write(out, overwrite=overwrite)
+    ds = generate(SynthConfig(users=users, items=items, rows=rows, seed=seed, new_items=new_items)).write(
+        out, overwrite=overwrite)
     click.echo(f"wrote {out} ({sum(ds.schema.rows.values()):,} rows)")
 
 

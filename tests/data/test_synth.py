@@ -112,3 +112,28 @@ def test_signal_sits_where_the_generator_puts_it(small_world):
 def test_bad_sizes(kw):
     with pytest.raises(ConfigError, match="expected at least 10"):
         generate(SynthConfig(**kw))
+
+
+def _unseen_in_test(tabs) -> tuple[set[int], float]:
+    """The test split's items without a training row, and their share of the test rows."""
+    train = set(tabs.splits["train"].column("item_id").to_pylist())
+    test = tabs.splits["test"].column("item_id").to_numpy()
+    unseen = set(test.tolist()) - train
+    return unseen, float(np.isin(test, list(unseen)).mean())
+
+
+def test_new_items_launch_late_and_never_reach_the_training_split():
+    base = SynthConfig(users=300, items=400, rows=20_000, seed=2)
+    old = generate(base)
+    tabs = generate(SynthConfig(**{**base.__dict__, "new_items": 0.1}))
+    assert tabs.items.equals(old.items) and tabs.users.equals(old.users)  # the catalogue is the same
+    unseen, share = _unseen_in_test(tabs)
+    old_unseen, old_share = _unseen_in_test(old)
+    assert 15 <= len(unseen) <= 60 and share > 0.03, (len(unseen), share)  # ~10% of 400 items launch late
+    assert len(unseen) > 3 * len(old_unseen) and share > 5 * old_share, (len(old_unseen), old_share)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_bad_new_item_share(share):
+    with pytest.raises(ConfigError, match="--new-items"):
+        generate(SynthConfig(new_items=share))

@@ -15,7 +15,14 @@ that later ablations know where each component should help:
   conversion can only follow a click: Bernoulli(sigmoid(affinity - price sensitivity x price
   band + discount)) among clicks, 0 otherwise;
 - users join at different times, so the later test split holds users with little history;
-  ``hist_items`` is the user's last clicked items strictly before the impression.
+  ``hist_items`` is the user's last clicked items strictly before the impression;
+- with ``new_items`` > 0, that share of the items launches late (between the 85% and 95%
+  quantiles of the impressions' times): no impression of them before their launch, so they are
+  absent from the training split and appear in valid and test only. Their id has no training row:
+  a model can score them by their title and graph neighbours, and by the unknown id's embedding
+  when it embeds ids it never trained as the unknown id (``model.min_id_count`` >= 1) and trains
+  that embedding with sample augmentation (item-id masking): the one place in this world where the
+  generator says masking should help.
 """
 
 from __future__ import annotations
@@ -76,6 +83,8 @@ class SynthConfig:
     affinity_scale: float = 1.6
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     max_neighbors: int = 20
+    new_items: float = 0.0
+    """the share of items that launch late (valid and test only); 0 leaves the world as it was"""
 
     def resolved(self) -> "SynthConfig":
         for name in ("users", "items", "rows"):
@@ -83,6 +92,8 @@ class SynthConfig:
                 raise ConfigError(f"--{name} {getattr(self, name)}: expected at least 10")
         brands = self.brands or int(np.clip(self.items // 20, 5, len(_BRAND_A) * len(_BRAND_B)))
         shops = self.shops or max(3, self.items // 50)
+        if not 0.0 <= self.new_items < 1.0:
+            raise ConfigError(f"--new-items {self.new_items}: expected a share in [0, 1)")
         if brands > len(_BRAND_A) * len(_BRAND_B):
             raise ConfigError(f"brands {brands}: expected at most {len(_BRAND_A) * len(_BRAND_B)}")
         return SynthConfig(**{**asdict(self), "brands": brands, "shops": shops})
@@ -141,6 +152,14 @@ def generate(config: SynthConfig | None = None) -> DatasetTables:
     ru = _draw(rng, activity, n)
     ri = _draw(rng, pop, n)
     ts = join[ru] + (rng.random(n) * (horizon - join[ru])).astype(np.int64)
+    if cfg.new_items > 0:  # late launches: an impression before its item's launch shows an older item
+        new = rng.random(cfg.items) < cfg.new_items
+        new[np.argmax(pop)] = False  # at least one item is there from the start
+        lo, hi = np.quantile(ts, [0.85, 0.95])
+        launch = np.where(new, rng.uniform(lo, hi, cfg.items), -1.0)
+        early = ts < launch[ri]
+        old = np.where(new, 0.0, pop)
+        ri[early] = _draw(rng, old / old.sum(), int(early.sum()))
     order = np.lexsort((np.arange(n), ts))
     ru, ri, ts = ru[order], ri[order], ts[order]
     discount = np.where(rng.random(n) < 0.3, rng.uniform(0.05, 0.5, n), 0.0).astype(np.float32)
