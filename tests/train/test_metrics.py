@@ -38,11 +38,15 @@ def test_task_metrics_keys_and_cold_rows():
     labels[:, 1] = labels[:, 0] * (rng.random(1000) < 0.3)
     probs = rng.random((1000, 2))
     cold = np.arange(1000) < 200
+    new = np.arange(1000) < 80
     m = task_metrics("valid", ["click", "conversion"], labels, probs, users=rng.integers(0, 20, 1000), cold=cold,
-                     parents={"conversion": "click"})
+                     parents={"conversion": "click"}, new=new)
     assert {"valid/click_auc", "valid/click_gauc", "valid/click_cold_auc", "valid/conversion_cvr_auc",
             "valid/mean_auc", "valid/conversion_logloss"} <= set(m)
     assert m["valid/click_cold_auc"] == pytest.approx(roc_auc_score(labels[:200, 0], probs[:200, 0]))
+    assert m["valid/click_new_auc"] == pytest.approx(roc_auc_score(labels[:80, 0], probs[:80, 0]))
+    assert "valid/click_new_auc" not in task_metrics("valid", ["click"], labels[:, :1], probs[:, :1],
+                                                     new=np.zeros(1000, bool))  # no new rows: left out
     clicked = labels[:, 0] > 0
     assert m["valid/conversion_cvr_auc"] == pytest.approx(roc_auc_score(labels[clicked, 1], probs[clicked, 1]))
     assert "valid/ctcvr_auc" not in m  # only for ESMM
@@ -51,14 +55,35 @@ def test_task_metrics_keys_and_cold_rows():
 def test_cold_items_follow_the_rule_of_describe(small_world):
     from rectune.data.describe import describe
     from rectune.data.prepared import open_dataset
-    from rectune.train.tensors import train_item_mask
+    from rectune.train.tensors import WARM_ITEM, train_item_status
 
     ds = open_dataset(small_world)
-    warm = train_item_mask(ds)
+    status = train_item_status(ds)
     test_items = ds.read_split("test", columns=[ds.schema.item_field]).column(0).to_numpy()
-    share = float((~warm[test_items]).mean())
+    share = float((status[test_items] != WARM_ITEM).mean())
     assert 0 < share < 1
     assert share == pytest.approx(describe(small_world)["cold_items"]["test_rows_cold_share"])
+
+
+def test_new_items_are_those_without_a_training_row(tmp_path):
+    from rectune.data.prepared import open_dataset
+    from rectune.data.synth import SynthConfig, generate
+    from rectune.train.tensors import COLD_ITEM, NEW_ITEM, WARM_ITEM, train_item_status
+
+    generate(SynthConfig(users=300, items=400, rows=20_000, seed=2, new_items=0.1)).write(tmp_path / "w")
+    ds = open_dataset(tmp_path / "w")
+    status = train_item_status(ds)
+    train = ds.read_split("train", columns=["item_id", "click"]).to_pandas()
+    rows = np.bincount(train.item_id, minlength=len(status))
+    clicks = np.bincount(train.item_id[train.click == 1], minlength=len(status))
+    assert (status[1:] == NEW_ITEM).sum() > 10
+    assert np.array_equal(status == NEW_ITEM, rows == 0)
+    assert np.array_equal(status == WARM_ITEM, clicks >= 5)
+    assert np.array_equal(status == COLD_ITEM, (rows > 0) & (clicks < 5))
+    from rectune.data.describe import describe
+
+    test_items = ds.read_split("test", columns=["item_id"]).column(0).to_numpy()
+    assert describe(tmp_path / "w")["new_items_test_share"] == pytest.approx((status[test_items] == NEW_ITEM).mean())
 
 
 def test_weighted_metric_and_its_checks():

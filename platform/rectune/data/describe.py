@@ -82,6 +82,8 @@ def describe(path: str | Path, cold_threshold: int = COLD_THRESHOLD) -> dict:
             "test_positives_cold_share": float(cold[test_pos].mean()) if test_pos.any() else 0.0,
             "items_cold_share": float((counts[1:] < cold_threshold).mean()),
         }
+        seen_items = np.unique(train.column(item).to_numpy())
+        out["new_items_test_share"] = float((~np.isin(test_items, seen_items)).mean())
     if schema.user_field:
         seen = np.unique(tables["train"].column(schema.user_field).to_numpy())
         out["new_users_test_share"] = float(
@@ -147,6 +149,8 @@ def render(desc: dict, console: Console | None = None) -> None:
             f"{c['test_rows_cold_share']:.1%} of test rows, {c['test_positives_cold_share']:.1%} of test "
             f"positives, {c['items_cold_share']:.1%} of all items"
         )
+    if "new_items_test_share" in desc:
+        console.print(f"test rows of items with no training row: {desc['new_items_test_share']:.1%}")
     if "new_users_test_share" in desc:
         console.print(f"test rows of users with no training row: {desc['new_users_test_share']:.1%}")
     if desc["task_parents"]:

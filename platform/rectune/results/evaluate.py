@@ -176,7 +176,7 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
         raise ConfigError(f"--out {out}: is a file; expected a folder")
     out.mkdir(parents=True, exist_ok=True)
     metrics = [f"test/{t}_auc" for t in ds.schema.tasks] + (["test/mean_auc"] if len(ds.schema.tasks) > 1 else [])
-    metrics += [f"test/{t}_cold_auc" for t in ds.schema.tasks]
+    metrics += [f"test/{t}_{kind}_auc" for kind in ("cold", "new") for t in ds.schema.tasks]
     runs: dict[str, list[dict]] = {cand.label: [] for cand in cands}
     started = start_ray(address)
     try:

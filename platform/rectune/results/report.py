@@ -99,7 +99,7 @@ def list_table(rows: list[dict], storage: str | None) -> Table:
 
 def show_tables(c: Campaign, data: dict) -> list[Table]:
     tasks_auc = sorted({k for t in data["best"] for k in t["best"] if k.startswith("test/") and k.endswith("_auc")
-                        and not k.endswith(("cold_auc", "mean_auc"))})
+                        and not k.endswith(("cold_auc", "new_auc", "mean_auc"))})
     s = data["campaign"]
     best = Table(title=f"campaign {c.name}: {s['status']}, {c.summary_counts()} (target {s['trials_target']}); "
                        f"best {len(data['best'])} by {', '.join(c.objectives)}", title_justify="left")

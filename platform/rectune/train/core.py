@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from rectune.models.model import FusedModel
 from rectune.models.mtl import ESMM
 from rectune.train.metrics import better, task_metrics, weighted
+from rectune.train.tensors import WARM_ITEM, NEW_ITEM
 
 Batch = dict[str, torch.Tensor]
 
@@ -170,12 +171,14 @@ class Trainer:
 
 def evaluate(split: str, pred: dict[str, np.ndarray], core: FusedModel, train_items: np.ndarray | None,
              parents: dict[str, str], weights: dict[str, float] | None = None) -> dict[str, float]:
-    """The split's metrics; ``weights`` (``train.metric_weights`` parsed) adds ``<split>/weighted``."""
-    cold = None
+    """The split's metrics; ``train_items``: ``tensors.train_item_status``; ``weights``
+    (``train.metric_weights`` parsed) adds ``<split>/weighted``."""
+    cold = new = None
     if train_items is not None and "items" in pred:
-        cold = ~train_items[pred["items"]]
+        status = train_items[pred["items"]]
+        cold, new = status != WARM_ITEM, status == NEW_ITEM
     out = task_metrics(split, core.tasks, pred["labels"], pred["probs"], users=pred.get("users"), cold=cold,
-                       parents=parents, conditional=pred.get("conditional"), esmm=isinstance(core.mtl, ESMM))
+                       new=new, parents=parents, conditional=pred.get("conditional"), esmm=isinstance(core.mtl, ESMM))
     out.update(weighted(split, out, weights or {}))
     return out
 

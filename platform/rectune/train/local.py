@@ -19,7 +19,7 @@ from rectune.models.model import FusedModel, build_model, schema_fingerprint, si
 from rectune.train import checkpoint as ckpt
 from rectune.train.core import LoopState, Trainer, epoch_seed, evaluate
 from rectune.train.metrics import metric_weights
-from rectune.train.tensors import TensorRows, train_item_mask
+from rectune.train.tensors import TensorRows, train_item_status
 
 
 @dataclass
@@ -58,7 +58,7 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
     for split in ("train",) + tuple(splits):
         if split not in data:
             data[split] = TensorRows.from_split(ds, split)
-    items = train_item_mask(ds)
+    items = train_item_status(ds)
     parents = funnel(ds, config)
     weights = metric_weights(config, ds.schema.tasks)
     stop_at = state.epoch + (epochs if epochs is not None else config["train.epochs"])

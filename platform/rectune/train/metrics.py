@@ -7,6 +7,8 @@ For a split ``s`` and a task ``t``:
   a positive and a negative (needs the dataset's user field);
 - ``s/t_cold_auc``: AUC on the rows whose item is cold: fewer than 5 positives of the first task
   in the training split (``data.describe.COLD_THRESHOLD``, the rule of ``rectune data describe``);
+- ``s/t_new_auc``: AUC on the rows whose item has no training row at all (new items, a part of
+  the cold ones);
 - ``s/t_cvr_auc`` for a task with a parent in the funnel: AUC on the rows where the parent is 1
   (ESMM scores them with its conditional pCVR tower);
 - ``s/ctcvr_auc`` for ESMM: AUC of pCTR · pCVR against the child label on all impressions (this
@@ -73,8 +75,10 @@ def gauc(users: np.ndarray, y: np.ndarray, p: np.ndarray) -> float | None:
 
 def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.ndarray, users: np.ndarray | None = None,
                  cold: np.ndarray | None = None, parents: dict[str, str] | None = None,
-                 conditional: np.ndarray | None = None, esmm: bool = False) -> dict[str, float]:
-    """``labels``/``probs`` ``[N, T]``; ``cold``: bool mask of rows with a cold item;
+                 conditional: np.ndarray | None = None, esmm: bool = False,
+                 new: np.ndarray | None = None) -> dict[str, float]:
+    """``labels``/``probs`` ``[N, T]``; ``cold``, ``new``: bool masks of rows with a cold item and
+    with an item no training row has;
     ``conditional``: ESMM's per-tower probabilities (pCVR for a child task)."""
     out: dict[str, float] = {}
     aucs = []
@@ -89,10 +93,11 @@ def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.nda
             g = gauc(users, y, p)
             if g is not None:
                 out[f"{split}/{t}_gauc"] = g
-        if cold is not None and cold.any():
-            c = auc(y[cold], p[cold])
-            if c is not None:
-                out[f"{split}/{t}_cold_auc"] = c
+        for name, rows in (("cold", cold), ("new", new)):
+            if rows is not None and rows.any():
+                c = auc(y[rows], p[rows])
+                if c is not None:
+                    out[f"{split}/{t}_{name}_auc"] = c
         parent = (parents or {}).get(t)
         if parent is not None:
             clicked = labels[:, tasks.index(parent)] > 0.5
@@ -107,7 +112,7 @@ def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.nda
     return out
 
 
-SUFFIXES = ("auc", "gauc", "logloss", "cold_auc", "cvr_auc")
+SUFFIXES = ("auc", "gauc", "logloss", "cold_auc", "new_auc", "cvr_auc")
 WEIGHTED = "valid/weighted"
 """A weighted sum of valid metrics (``train.metric_weights``); ``valid/weighted_loss`` when they are losses."""
 

@@ -32,7 +32,7 @@ from rectune.errors import ConfigError
 from rectune.models.model import build_model, schema_fingerprint, side_data
 from rectune.runconfig import RunConfig
 from rectune.train.progress import Progress
-from rectune.train.tensors import train_item_mask
+from rectune.train.tensors import train_item_status
 
 
 @dataclass
@@ -66,7 +66,7 @@ def trainer_inputs(ds: PreparedDataset, config: RunConfig) -> dict:
     seed = config["train.seed"]
     side = side_data(ds, config, seed)
     build_model(ds, config, seed=seed, side=side)  # every config error surfaces here, not in a worker
-    mask = train_item_mask(ds)
+    mask = train_item_status(ds)
     return {"config": config.to_dict(), "data": str(Path(ds.path).resolve()), "side": side, "fingerprint": schema_fingerprint(ds.schema),
             "train_items": mask, "side_meta": {"relations": side.get("relations", [])},
             "augmenting": bool(config.augment().enabled() and any(

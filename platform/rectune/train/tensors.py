@@ -60,13 +60,20 @@ class TensorRows:
         return self.n
 
 
-def train_item_mask(ds) -> np.ndarray | None:
-    """``bool[n_items]``: whether each item code is warm, i.e. has at least ``COLD_THRESHOLD``
-    positives of the first task in the training split (the rest are cold, as in ``describe``)."""
+NEW_ITEM, COLD_ITEM, WARM_ITEM = 0, 1, 2
+
+
+def train_item_status(ds) -> np.ndarray | None:
+    """``int8[n_items]`` per item code: ``WARM_ITEM`` with at least ``COLD_THRESHOLD`` positives
+    of the first task in the training split, ``COLD_ITEM`` with fewer (as in ``describe``),
+    ``NEW_ITEM`` with no training row at all (new items are cold too)."""
     from rectune.data.describe import COLD_THRESHOLD, item_positive_counts
 
     item = ds.schema.item_field
     if item is None:
         return None
     train = ds.read_split("train", columns=[item, ds.schema.tasks[0]])
-    return item_positive_counts(train, ds.schema) >= COLD_THRESHOLD
+    rows = np.bincount(train.column(item).to_numpy(), minlength=ds.schema.field(item).vocab_size)
+    status = np.where(item_positive_counts(train, ds.schema) >= COLD_THRESHOLD, WARM_ITEM, COLD_ITEM)
+    status[rows == 0] = NEW_ITEM
+    return status.astype(np.int8)
