@@ -84,6 +84,8 @@ def test_best_against_the_best_peer_per_task():
     mission = {"tasks": ["click", "conversion"], "seeds": [1, 2, 3], "peer_trials": 20, "goal": 0.01,
                "evaluate": report, "peers": peers, "versus_best_peer": vs}
     assert table(mission).row_count == 1 + 3 + 1
+    assert "each the best of 20 trials on seed 1" in table(mission).title
+    assert table({**mission, "peers": []}).title.startswith("no peers run")
 
 
 def test_peer_models_follow_the_number_of_tasks():

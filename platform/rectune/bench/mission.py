@@ -87,8 +87,9 @@ def versus(report: dict, peers: list[dict], tasks: list[str]) -> dict[str, dict[
 
 def table(mission: dict) -> Table:
     tasks = mission["tasks"]
-    t = Table(title=f"peers (torch-rechub, history mean-pooled, each the best of {mission['peer_trials']} trials "
-                    f"on seed {mission['seeds'][0]}) against the campaign's best, test AUC mean ± std over seeds "
+    peers = (f"peers (torch-rechub, history mean-pooled, each the best of {mission['peer_trials']} trials on seed "
+             f"{mission['seeds'][0]})" if mission["peers"] else "no peers run")
+    t = Table(title=f"{peers} against the campaign's best, test AUC mean ± std over seeds "
                     f"{', '.join(map(str, mission['seeds']))}", title_justify="left")
     t.add_column("side", no_wrap=True)
     for task in tasks:
