@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from rectune.models.model import FusedModel
 from rectune.models.mtl import ESMM
 from rectune.train.metrics import better, task_metrics, weighted
-from rectune.train.tensors import WARM_ITEM, NEW_ITEM
+from rectune.train.tensors import NEW_ITEM, WARM_ITEM
 
 Batch = dict[str, torch.Tensor]
 
