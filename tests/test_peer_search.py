@@ -24,8 +24,9 @@ class FakeRuns:
         self.calls: list[tuple[dict, int]] = []
         self.fail_lr_above = fail_lr_above
 
-    def __call__(self, peer_python, data, out, model, params, seed, epochs, console):
+    def __call__(self, peer_python, data, out, model, params, seed, epochs, console, fields=None):
         self.calls.append((dict(params), seed))
+        self.fields = fields
         if params["lr"] > self.fail_lr_above:
             return {"error": "exit 1: loss is nan"}
         v = _valid(params)
@@ -82,6 +83,16 @@ def test_a_failed_run_is_not_kept(tmp_path, monkeypatch):
 
     r = peer_run(None, tmp_path, tmp_path / "runs", "mmoe", PEER_START, 1, 5, Console(quiet=True))
     assert r == {"error": "exit 1: boom"} and not (tmp_path / "runs").exists()
+
+
+def test_the_fields_a_peer_reads_reach_each_run_and_name_its_file(tmp_path):
+    runs = FakeRuns()
+    r = search_peer(None, tmp_path, tmp_path, "mmoe", [1], trials=2, epochs=5, runner=runs, fields=["item_id", "user_id"])
+    assert runs.fields == ["item_id", "user_id"] and r["fields"] == ["item_id", "user_id"]
+    names = {run_name("mmoe", PEER_START, 1), run_name("mmoe", PEER_START, 1, ["item_id", "user_id"]),
+             run_name("mmoe", PEER_START, 1, ["item_id"])}
+    assert len(names) == 3  # runs on other columns are never reused for each other
+    assert run_name("mmoe", PEER_START, 1, ["user_id", "item_id"]) == run_name("mmoe", PEER_START, 1, ["item_id", "user_id"])
 
 
 def test_the_report_table_has_a_row_per_peer():

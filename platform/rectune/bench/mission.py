@@ -46,7 +46,8 @@ def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     data = Path(data or c.meta.get("data") or "").resolve()
     ds = open_dataset(data)
-    candidates(c, 1)  # a campaign with nothing to evaluate is refused before anything runs or is written
+    best = candidates(c, 1)[1]  # a campaign with nothing to evaluate is refused before anything runs or is written
+    fields = list(best.config["model.features"]) or None  # the peers read the columns the best reads
     peer_trials = peer_trials or len(c.completed())
     tasks = list(ds.schema.tasks)
     out = evaluation_out(c, out)
@@ -58,11 +59,11 @@ def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | 
     with ThreadPoolExecutor(max_workers=1) as pool:
         futures = [] if skip else [
             pool.submit(search_peer, peer_python, data, peers_out, m, seed_list, peer_trials, peer_epochs,
-                        peer_jobs, console) for m in peer_models(tasks)]
+                        peer_jobs, console, fields=fields) for m in peer_models(tasks)]
         report = evaluate(c, top=1, seeds=seeds, out=out, data=data, ablate=True, console=console)
         peers = [f.result() for f in futures]
     mission = {"campaign": c.name, "data": str(data), "tasks": tasks, "seeds": seed_list, "evaluate": report,
-               "peers": peers, "peer_trials": peer_trials, "peer_search": describe(), "peer_epochs": peer_epochs,
+               "peers": peers, "peer_trials": peer_trials, "peer_fields": fields, "peer_search": describe(), "peer_epochs": peer_epochs,
                "versus_best_peer": versus(report, peers, tasks), "goal": GOAL}
     write_atomic(out / "mission.json", lambda p: p.write_text(json.dumps(mission, indent=1, default=float)))
     console.print(evaluate_table(report))

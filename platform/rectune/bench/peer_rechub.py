@@ -45,6 +45,9 @@ task in train.parquet (all of it, whatever ``--train-rows``), as in rectune; ``t
 AUC per task over the test rows with a cold item, left out for a task whose cold rows hold one
 class only.
 
+``--fields`` keeps only the named fields of the schema (``bench mission`` passes a campaign's
+``model.features``, so that the peers read the same columns as the campaign's best).
+
 Prints one JSON line on stdout (everything else goes to stderr): per-epoch train seconds and
 samples/s, valid AUC per task, the best epoch, valid and test AUC per task at the best epoch, the
 cold-item test AUC, the peak RSS of this process.
@@ -237,6 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--train-rows", type=int, default=0, help="use only the first N training rows (tests)")
+    ap.add_argument("--fields", default="", help="comma-separated: only these fields of the schema (default: all), "
+                                                 "e.g. the campaign's model.features")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -244,6 +249,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     schema = json.loads((args.data / "schema.json").read_text())
+    if args.fields:
+        keep = [x.strip() for x in args.fields.split(",") if x.strip()]
+        names = [f["name"] for f in schema["fields"]]
+        unknown = [x for x in keep if x not in names]
+        if unknown:
+            ap.error(f"--fields: {', '.join(unknown)} not in the schema's fields ({', '.join(names)})")
+        schema["fields"] = [f for f in schema["fields"] if f["name"] in keep]
     all_tasks = list(schema["tasks"])
     if args.model in RANKING:
         if args.task is None and len(all_tasks) > 1:

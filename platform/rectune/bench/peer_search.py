@@ -15,6 +15,7 @@ rerun draws the same trials and reuses every finished one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -49,10 +50,12 @@ def peer_models(tasks: list[str]) -> tuple[str, ...]:
     return MULTI_TASK_PEERS if len(tasks) > 1 else SINGLE_TASK_PEERS
 
 
-def run_name(model: str, params: dict[str, Any], seed: int) -> str:
-    """The file name of one run: the model, its parameters (rounded as stored) and the seed."""
+def run_name(model: str, params: dict[str, Any], seed: int, fields: list[str] | None = None) -> str:
+    """The file name of one run: the model, its parameters (rounded as stored), the fields it reads
+    (a digest, when not all) and the seed."""
+    digest = f"-f{hashlib.sha1(','.join(sorted(fields)).encode()).hexdigest()[:8]}" if fields else ""
     return (f"{model}-lr{params['lr']:.3g}-wd{params['weight_decay']:.3g}-do{params['dropout']:.3g}"
-            f"-emb{params['emb']}-seed{seed}")
+            f"-emb{params['emb']}{digest}-seed{seed}")
 
 
 def _rounded(params: dict[str, Any]) -> dict[str, Any]:
@@ -71,15 +74,18 @@ def _suggest(trial) -> dict[str, Any]:
 
 
 def peer_run(peer_python, data: Path, out: Path, model: str, params: dict[str, Any], seed: int, epochs: int,
-             console: Console) -> dict:
-    """One training of ``model`` with ``params`` on ``seed`` (reused from ``out`` when it is there)."""
-    f = out / f"{run_name(model, params, seed)}.json"
+             console: Console, fields: list[str] | None = None) -> dict:
+    """One training of ``model`` with ``params`` on ``seed``, reading ``fields`` only (default:
+    all); reused from ``out`` when it is there."""
+    f = out / f"{run_name(model, params, seed, fields)}.json"
     if f.is_file():
         return json.loads(f.read_text())
     extra = ["--weight-decay", params["weight_decay"], "--dropout", params["dropout"]]
+    if fields:
+        extra += ["--fields", ",".join(fields)]
     r = run_peer(peer_python, data, seed, epochs, 1024, int(params["emb"]), params["lr"], history=True, threads=1,
                  model=model, extra=extra)
-    label = f"peer {run_name(model, params, seed)}"
+    label = f"peer {run_name(model, params, seed, fields)}"
     if "error" in r:
         console.print(f"[red]{label}: {r['error']}[/red]")
         return r
@@ -92,8 +98,10 @@ def peer_run(peer_python, data: Path, out: Path, model: str, params: dict[str, A
 
 
 def search_peer(peer_python, data: Path, out: Path, model: str, seeds: list[int], trials: int, epochs: int,
-                jobs: int = 1, console: Console | None = None, runner: Callable[..., dict] = peer_run) -> dict:
-    """``trials`` TPE trials of ``model`` on ``seeds[0]``, then the best one on the other seeds.
+                jobs: int = 1, console: Console | None = None, runner: Callable[..., dict] = peer_run,
+                fields: list[str] | None = None) -> dict:
+    """``trials`` TPE trials of ``model`` on ``seeds[0]``, then the best one on the other seeds;
+    ``fields``: the only fields the peer reads (default: all of the schema's).
 
     The result: the chosen parameters, every trial's parameters and valid mean AUC, and the test
     AUC (all rows and cold items) per task as mean, std and values over the seeds."""
@@ -111,8 +119,8 @@ def search_peer(peer_python, data: Path, out: Path, model: str, seeds: list[int]
         while len(done) < trials:
             asked = [study.ask() for _ in range(min(jobs, trials - len(done)))]
             params = [_suggest(t) for t in asked]
-            runs = list(pool.map(lambda p: runner(peer_python, data, out, model, p, seeds[0], epochs, console),
-                                 params))
+            runs = list(pool.map(lambda p: runner(peer_python, data, out, model, p, seeds[0], epochs, console,
+                                                  fields), params))
             for t, p, r in zip(asked, params, runs):
                 v = r.get("valid_mean_auc")
                 ok = "error" not in r and v is not None and math.isfinite(v)
@@ -122,10 +130,10 @@ def search_peer(peer_python, data: Path, out: Path, model: str, seeds: list[int]
         if not ok:
             return {"model": model, "error": next(r["error"] for _, r in done if "error" in r)}
         best_params, best_run = max(ok, key=lambda pr: pr[1]["valid_mean_auc"])
-        rest = list(pool.map(lambda s: runner(peer_python, data, out, model, best_params, s, epochs, console),
-                             seeds[1:]))
+        rest = list(pool.map(lambda s: runner(peer_python, data, out, model, best_params, s, epochs, console,
+                                              fields), seeds[1:]))
     runs = [r for r in [best_run, *rest] if "error" not in r]
-    return {"model": model, "hparams": best_params, "lr": best_params["lr"], "seeds": len(runs),
+    return {"model": model, "hparams": best_params, "lr": best_params["lr"], "seeds": len(runs), "fields": fields,
             "trials": [{"hparams": p, "valid_mean_auc": r.get("valid_mean_auc"), "error": r.get("error")}
                        for p, r in done],
             "test_auc": stats(runs, "test_auc"), "test_cold_auc": stats(runs, "test_cold_auc")}
