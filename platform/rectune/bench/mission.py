@@ -29,10 +29,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from rectune.bench.peer_search import cell, describe, hparams, peer_models, search_peer
+from rectune.bench.peer_search import describe, hparams, peer_cells, peer_models, search_peer
 from rectune.bench.train import peer_status
 from rectune.data.prepared import open_dataset
-from rectune.results.evaluate import candidates, evaluate, evaluation_out, evaluation_seeds
+from rectune.results.evaluate import candidates, cell, evaluate, evaluation_out, evaluation_seeds
 from rectune.results.evaluate import table as evaluate_table
 from rectune.results.export import write_atomic
 from rectune.results.store import Campaign
@@ -104,8 +104,7 @@ def table(mission: dict) -> Table:
         if "error" in p:
             t.add_row(f"{p['model']}: {p['error']}", *["-"] * (2 * len(tasks)))
             continue
-        t.add_row(f"{p['model']} ({hparams(p)})", *[cell(p["test_auc"].get(x)) for x in tasks],
-                  *[cell(p["test_cold_auc"].get(x)) for x in tasks])
+        t.add_row(f"{p['model']} ({hparams(p)})", *peer_cells(p, tasks))
     vs = mission["versus_best_peer"]
     t.add_row(f"best − best peer (goal ≥ +{mission['goal']})",
               *[f"{vs[x]['difference']:+.4f} vs {vs[x]['best_peer']}: " + ("met" if vs[x]["met"] else "NOT met")

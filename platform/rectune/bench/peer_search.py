@@ -25,9 +25,9 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
-from rectune.bench.train import peer_status, run_peer
+from rectune.bench.train import peer_problem, run_peer
 from rectune.errors import ConfigError
-from rectune.results.evaluate import mean_std
+from rectune.results.evaluate import cell, mean_std
 from rectune.results.export import write_atomic
 
 MULTI_TASK_PEERS = ("mmoe", "ple", "esmm")
@@ -122,11 +122,10 @@ def search_peer(peer_python, data: Path, out: Path, model: str, seeds: list[int]
             runs = list(pool.map(lambda p: runner(peer_python, data, out, model, p, seeds[0], epochs, console,
                                                   fields), params))
             for t, p, r in zip(asked, params, runs):
-                v = r.get("valid_mean_auc")
-                ok = "error" not in r and v is not None and math.isfinite(v)
-                study.tell(t, v if ok else None, state=None if ok else optuna.trial.TrialState.FAIL)
+                v = _valid_auc(r)
+                study.tell(t, v, state=None if v is not None else optuna.trial.TrialState.FAIL)
                 done.append((p, r))
-        ok = [(p, r) for p, r in done if "error" not in r and math.isfinite(r.get("valid_mean_auc", math.nan))]
+        ok = [(p, r) for p, r in done if _valid_auc(r) is not None]
         if not ok:
             return {"model": model, "error": next(r["error"] for _, r in done if "error" in r)}
         best_params, best_run = max(ok, key=lambda pr: pr[1]["valid_mean_auc"])
@@ -137,6 +136,12 @@ def search_peer(peer_python, data: Path, out: Path, model: str, seeds: list[int]
             "trials": [{"hparams": p, "valid_mean_auc": r.get("valid_mean_auc"), "error": r.get("error")}
                        for p, r in done],
             "test_auc": stats(runs, "test_auc"), "test_cold_auc": stats(runs, "test_cold_auc")}
+
+
+def _valid_auc(run: dict) -> float | None:
+    """A run's mean valid AUC, None when it failed or the AUC is not finite."""
+    v = run.get("valid_mean_auc")
+    return v if "error" not in run and v is not None and math.isfinite(v) else None
 
 
 def stats(runs: list[dict], key: str) -> dict[str, dict[str, float]]:
@@ -172,9 +177,9 @@ def run_peers(data: str | Path, peer_python: str | Path, out: str | Path, trials
     for m in models or []:
         if m not in allowed:
             raise ConfigError(f"--model {m}: expected one of {', '.join(allowed)} for tasks {', '.join(tasks)}")
-    skip = peer_status(peer_python)
-    if skip:
-        raise ConfigError(skip.replace("torch-rechub side skipped: ", "--peer-python: "))
+    problem = peer_problem(peer_python)
+    if problem:
+        raise ConfigError(f"--peer-python: {problem}")
     peers = [search_peer(peer_python, data, out, m, seeds, trials, epochs, jobs, console) for m in models or allowed]
     report = {"data": str(data), "tasks": tasks, "seeds": seeds, "trials": trials, "epochs": epochs,
               "search": describe(), "peers": peers}
@@ -195,9 +200,13 @@ def table(report: dict) -> Table:
         if "error" in p:
             t.add_row(p["model"], p["error"], *["-"] * (2 * len(tasks)))
             continue
-        t.add_row(p["model"], hparams(p), *[cell(p["test_auc"].get(x)) for x in tasks],
-                  *[cell(p["test_cold_auc"].get(x)) for x in tasks])
+        t.add_row(p["model"], hparams(p), *peer_cells(p, tasks))
     return t
+
+
+def peer_cells(peer: dict, tasks: list[str]) -> list[str]:
+    """A searched peer's test AUC per task, then its cold-item AUC per task."""
+    return [cell(peer[k].get(x)) for k in ("test_auc", "test_cold_auc") for x in tasks]
 
 
 def hparams(peer: dict) -> str:
@@ -205,8 +214,3 @@ def hparams(peer: dict) -> str:
     h = peer.get("hparams") or {"lr": peer.get("lr")}
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items())
 
-
-def cell(e: dict | None) -> str:
-    if not e:
-        return "-"
-    return f"{e['mean']:.4f} ± {e['std']:.4f}" if not math.isnan(e["std"]) else f"{e['mean']:.4f}"

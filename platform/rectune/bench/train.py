@@ -97,14 +97,19 @@ def run_ray(path, ds, cfg, out: Path) -> dict:
             "worker_peak_rss_mb": max(m.get("train/max_rss_mb", float("nan")) for m in hist)}
 
 
+def peer_problem(peer_python: str | Path | None) -> str | None:
+    """None when the peer environment can run, else what is wrong with it."""
+    if peer_python is None:
+        return "no peer python given (make bench-peers, then --peer-python .venv-peers/bin/python)"
+    if not Path(peer_python).exists():
+        return f"peer python {peer_python} not found (make bench-peers makes .venv-peers)"
+    return None
+
+
 def peer_status(peer_python: str | Path | None) -> str | None:
     """None when the peer side can run, else the reason it is skipped."""
-    if peer_python is None:
-        return ("torch-rechub side skipped: no peer python given (make bench-peers, then "
-                "--peer-python .venv-peers/bin/python)")
-    if not Path(peer_python).exists():
-        return f"torch-rechub side skipped: peer python {peer_python} not found (make bench-peers makes .venv-peers)"
-    return None
+    problem = peer_problem(peer_python)
+    return None if problem is None else f"torch-rechub side skipped: {problem}"
 
 
 def run_peer(peer_python, path, seed: int, epochs: int, batch_size: int, emb: int, lr: float, history: bool,

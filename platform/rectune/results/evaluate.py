@@ -245,6 +245,13 @@ def shares(report: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def cell(e: dict | None) -> str:
+    """A ``{"mean", "std"}`` entry as "mean ± std" (the mean alone for one value; "-" for none)."""
+    if not e:
+        return "-"
+    return f"{e['mean']:.4f} ± {e['std']:.4f}" if not math.isnan(e["std"]) else f"{e['mean']:.4f}"
+
+
 def table(report: dict) -> Table:
     t = Table(title=f"campaign {report['campaign']}: test metrics at the best valid epoch, mean ± std over seeds "
                     f"{', '.join(map(str, report['seeds']))}; lift = paired difference from the baseline "
@@ -260,12 +267,12 @@ def table(report: dict) -> Table:
             if e is None:
                 cells.append("-")
                 continue
-            cell = f"{e['mean']:.4f} ± {e['std']:.4f}" if not math.isnan(e["std"]) else f"{e['mean']:.4f}"
+            text = cell(e)
             lf = e.get("lift")
             if lf is not None:
                 ci = lf["ci95"]
-                cell += f"\n{lf['mean']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
-            cells.append(cell)
+                text += f"\n{lf['mean']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
+            cells.append(text)
         t.add_row(r["label"], *cells)
     abl = report.get("ablation")
     if abl:
