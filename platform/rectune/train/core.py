@@ -169,13 +169,13 @@ class Trainer:
         return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
-def evaluate(split: str, pred: dict[str, np.ndarray], core: FusedModel, train_items: np.ndarray | None,
+def evaluate(split: str, pred: dict[str, np.ndarray], core: FusedModel, item_status: np.ndarray | None,
              parents: dict[str, str], weights: dict[str, float] | None = None) -> dict[str, float]:
-    """The split's metrics; ``train_items``: ``tensors.train_item_status``; ``weights``
+    """The split's metrics; ``item_status``: ``tensors.train_item_status``; ``weights``
     (``train.metric_weights`` parsed) adds ``<split>/weighted``."""
     cold = new = None
-    if train_items is not None and "items" in pred:
-        status = train_items[pred["items"]]
+    if item_status is not None and "items" in pred:
+        status = item_status[pred["items"]]
         cold, new = status != WARM_ITEM, status == NEW_ITEM
     out = task_metrics(split, core.tasks, pred["labels"], pred["probs"], users=pred.get("users"), cold=cold,
                        new=new, parents=parents, conditional=pred.get("conditional"), esmm=isinstance(core.mtl, ESMM))

@@ -58,7 +58,7 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
     for split in ("train",) + tuple(splits):
         if split not in data:
             data[split] = TensorRows.from_split(ds, split)
-    items = train_item_status(ds)
+    item_status = train_item_status(ds)
     parents = funnel(ds, config)
     weights = metric_weights(config, ds.schema.tasks)
     stop_at = state.epoch + (epochs if epochs is not None else config["train.epochs"])
@@ -70,7 +70,7 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
         metrics.update({f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)})
         for split in splits:
             pred = trainer.predict(data[split].batches(config["train.eval_batch_size"]))
-            metrics.update(evaluate(split, pred, model, items, parents, weights))
+            metrics.update(evaluate(split, pred, model, item_status, parents, weights))
         if state.update(config["train.metric"], metrics, config["train.patience"]):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if checkpoint_to is not None:

@@ -66,9 +66,8 @@ def trainer_inputs(ds: PreparedDataset, config: RunConfig) -> dict:
     seed = config["train.seed"]
     side = side_data(ds, config, seed)
     build_model(ds, config, seed=seed, side=side)  # every config error surfaces here, not in a worker
-    mask = train_item_status(ds)
     return {"config": config.to_dict(), "data": str(Path(ds.path).resolve()), "side": side, "fingerprint": schema_fingerprint(ds.schema),
-            "train_items": mask, "side_meta": {"relations": side.get("relations", [])},
+            "item_status": train_item_status(ds), "side_meta": {"relations": side.get("relations", [])},
             "augmenting": bool(config.augment().enabled() and any(
                 not _in_model(n) for n in config.augment().enabled()))}
 

@@ -73,7 +73,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     metric, patience = config["train.metric"], config["train.patience"]
     parents = funnel(ds, config)
     weights = metric_weights(config, ds.schema.tasks)
-    train_items = cfg.get("train_items")
+    item_status = cfg.get("item_status")
     rows_done = 0
 
     last_tick = 0.0
@@ -132,7 +132,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             for split in cfg.get("eval_splits", ("valid", "test")):
                 if split not in evals:
                     evals[split] = TensorRows.from_batches(torch_batches(ray.train.get_dataset_shard(split), eval_bs))
-                metrics.update(evaluate(split, trainer.predict(evals[split].batches(eval_bs)), model, train_items,
+                metrics.update(evaluate(split, trainer.predict(evals[split].batches(eval_bs)), model, item_status,
                                         parents, weights))
             metrics["eval/time_s"] = time.perf_counter() - t0 - train_time
             improved = state.update(metric, metrics, patience)
