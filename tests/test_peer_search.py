@@ -87,12 +87,14 @@ def test_a_failed_run_is_not_kept(tmp_path, monkeypatch):
 
 def test_the_fields_a_peer_reads_reach_each_run_and_name_its_file(tmp_path):
     runs = FakeRuns()
-    r = search_peer(None, tmp_path, tmp_path, "mmoe", [1], trials=2, epochs=5, runner=runs, fields=["item_id", "user_id"])
+    r = search_peer(None, tmp_path, tmp_path, "mmoe", [1], trials=2, epochs=5, runner=runs,
+                    fields=["item_id", "user_id"])
     assert runs.fields == ["item_id", "user_id"] and r["fields"] == ["item_id", "user_id"]
     names = {run_name("mmoe", PEER_START, 1), run_name("mmoe", PEER_START, 1, ["item_id", "user_id"]),
              run_name("mmoe", PEER_START, 1, ["item_id"])}
     assert len(names) == 3  # runs on other columns are never reused for each other
-    assert run_name("mmoe", PEER_START, 1, ["user_id", "item_id"]) == run_name("mmoe", PEER_START, 1, ["item_id", "user_id"])
+    swapped = run_name("mmoe", PEER_START, 1, ["user_id", "item_id"])
+    assert swapped == run_name("mmoe", PEER_START, 1, ["item_id", "user_id"])
 
 
 def test_the_report_table_has_a_row_per_peer():

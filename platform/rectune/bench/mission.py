@@ -63,7 +63,8 @@ def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | 
         report = evaluate(c, top=1, seeds=seeds, out=out, data=data, ablate=True, console=console)
         peers = [f.result() for f in futures]
     mission = {"campaign": c.name, "data": str(data), "tasks": tasks, "seeds": seed_list, "evaluate": report,
-               "peers": peers, "peer_trials": peer_trials, "peer_fields": fields, "peer_search": describe(), "peer_epochs": peer_epochs,
+               "peers": peers, "peer_trials": peer_trials, "peer_fields": fields, "peer_search": describe(),
+               "peer_epochs": peer_epochs,
                "versus_best_peer": versus(report, peers, tasks), "goal": GOAL}
     write_atomic(out / "mission.json", lambda p: p.write_text(json.dumps(mission, indent=1, default=float)))
     console.print(evaluate_table(report))
