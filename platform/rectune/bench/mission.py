@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from rectune.bench.peer_search import describe, hparams, peer_cells, peer_models, search_peer
+from rectune.bench.peer_search import describe_search, hparams, peer_cells, peer_models, search_peer
 from rectune.bench.train import peer_status
 from rectune.data.prepared import open_dataset
 from rectune.results.evaluate import candidates, cell, evaluate, evaluation_out, evaluation_seeds
@@ -63,7 +63,7 @@ def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | 
         report = evaluate(c, top=1, seeds=seeds, out=out, data=data, ablate=True, console=console)
         peers = [f.result() for f in futures]
     mission = {"campaign": c.name, "data": str(data), "tasks": tasks, "seeds": seed_list, "evaluate": report,
-               "peers": peers, "peer_trials": peer_trials, "peer_fields": fields, "peer_search": describe(),
+               "peers": peers, "peer_trials": peer_trials, "peer_fields": fields, "peer_search": describe_search(),
                "peer_epochs": peer_epochs,
                "versus_best_peer": versus(report, peers, tasks), "goal": GOAL}
     write_atomic(out / "mission.json", lambda p: p.write_text(json.dumps(mission, indent=1, default=float)))

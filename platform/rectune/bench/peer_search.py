@@ -155,7 +155,7 @@ def stats(runs: list[dict], key: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def describe() -> str:
+def describe_search() -> str:
     """The search in one line, for reports."""
     parts = []
     for name, (kind, *args) in PEER_SPACE.items():
@@ -182,7 +182,7 @@ def run_peers(data: str | Path, peer_python: str | Path, out: str | Path, trials
         raise ConfigError(f"--peer-python: {problem}")
     peers = [search_peer(peer_python, data, out, m, seeds, trials, epochs, jobs, console) for m in models or allowed]
     report = {"data": str(data), "tasks": tasks, "seeds": seeds, "trials": trials, "epochs": epochs,
-              "search": describe(), "peers": peers}
+              "search": describe_search(), "peers": peers}
     write_atomic(out / "peers.json", lambda p: p.write_text(json.dumps(report, indent=1, default=float)))
     console.print(table(report))
     return report
@@ -192,7 +192,7 @@ def table(report: dict) -> Table:
     """Each peer's chosen settings and its test AUC (all rows, cold items) per task over the seeds."""
     tasks = report["tasks"]
     t = Table(title=f"torch-rechub peers, each the best of {report['trials']} trials on seed {report['seeds'][0]} "
-                    f"({describe()}), test AUC mean ± std over seeds {', '.join(map(str, report['seeds']))}",
+                    f"({describe_search()}), test AUC mean ± std over seeds {', '.join(map(str, report['seeds']))}",
               title_justify="left")
     for c in ("peer", "settings", *[f"{x} AUC" for x in tasks], *[f"{x} cold AUC" for x in tasks]):
         t.add_column(c, justify="left" if c in ("peer", "settings") else "right")
