@@ -25,6 +25,12 @@ def item_positive_counts(train, schema) -> np.ndarray:
     return np.bincount(pos, minlength=schema.field(item).vocab_size)
 
 
+def item_row_counts(train, schema) -> np.ndarray:
+    """Rows per item code in the training table ``train``: an item with none is *new*."""
+    item = schema.item_field
+    return np.bincount(train.column(item).to_numpy(), minlength=schema.field(item).vocab_size)
+
+
 def describe(path: str | Path, cold_threshold: int = COLD_THRESHOLD) -> dict:
     """Rows, task rates, field cardinalities, relations and cold test rows of a prepared dataset.
 
@@ -82,8 +88,7 @@ def describe(path: str | Path, cold_threshold: int = COLD_THRESHOLD) -> dict:
             "test_positives_cold_share": float(cold[test_pos].mean()) if test_pos.any() else 0.0,
             "items_cold_share": float((counts[1:] < cold_threshold).mean()),
         }
-        seen_items = np.unique(train.column(item).to_numpy())
-        out["new_items_test_share"] = float((~np.isin(test_items, seen_items)).mean())
+        out["new_items_test_share"] = float((item_row_counts(train, schema)[test_items] == 0).mean())
     if schema.user_field:
         seen = np.unique(tables["train"].column(schema.user_field).to_numpy())
         out["new_users_test_share"] = float(

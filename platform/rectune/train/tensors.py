@@ -67,13 +67,12 @@ def train_item_status(ds) -> np.ndarray | None:
     """``int8[n_items]`` per item code: ``WARM_ITEM`` with at least ``COLD_THRESHOLD`` positives
     of the first task in the training split, ``COLD_ITEM`` with fewer (as in ``describe``),
     ``NEW_ITEM`` with no training row at all (new items are cold too)."""
-    from rectune.data.describe import COLD_THRESHOLD, item_positive_counts
+    from rectune.data.describe import COLD_THRESHOLD, item_positive_counts, item_row_counts
 
     item = ds.schema.item_field
     if item is None:
         return None
     train = ds.read_split("train", columns=[item, ds.schema.tasks[0]])
-    rows = np.bincount(train.column(item).to_numpy(), minlength=ds.schema.field(item).vocab_size)
     status = np.where(item_positive_counts(train, ds.schema) >= COLD_THRESHOLD, WARM_ITEM, COLD_ITEM)
-    status[rows == 0] = NEW_ITEM
+    status[item_row_counts(train, ds.schema) == 0] = NEW_ITEM
     return status.astype(np.int8)
