@@ -14,7 +14,7 @@ from rectune.results.evaluate import table as evaluate_table
 from rectune.runconfig import RunConfig
 
 FULL = {"augment.mask.prob": 0.2, "augment.neighbor.rate": 0.1, "model.kg": "mean", "model.text_dim": 32,
-        "loss.weighting": "uncertainty", "loss.weights.conversion": 2.0, "optim.lr": 0.003}
+        "model.history_text": True, "loss.weighting": "uncertainty", "loss.weights.conversion": 2.0, "optim.lr": 0.003}
 
 
 def test_each_component_is_switched_off_alone():
@@ -25,6 +25,7 @@ def test_each_component_is_switched_off_alone():
     assert by["augmentation"].augment().enabled() == []
     assert by["augmentation"]["model.kg"] == "mean" and by["augmentation"]["loss.weighting"] == "uncertainty"
     assert by["kg+text fusion"]["model.kg"] == "none" and by["kg+text fusion"]["model.text_dim"] == 0
+    assert by["kg+text fusion"]["model.history_text"] is False  # it needs the text: off with it
     assert by["kg+text fusion"]["augment.mask.prob"] == 0.2  # neighbour substitution is augmentation, kept
     assert by["mtl weighting"]["loss.weighting"] == "fixed" and by["mtl weighting"]["loss.weights.conversion"] == 1.0
     for c in out:  # everything else as in the best

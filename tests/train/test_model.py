@@ -32,6 +32,7 @@ CONFIGS = [
     {"model.kg": "mean"},
     {"model.kg": "attention", "model.kg.pretrain": 1},
     {"model.text_dim": 16},
+    {"model.history": "attention", "model.text_dim": 8, "model.history_text": True, "model.history_position": True},
     {"loss.weighting": "uncertainty"},
     {"loss.weighting": "gradnorm"},
     {"loss.weighting": "dwa"},
@@ -96,6 +97,61 @@ def test_a_masked_item_is_embedded_as_unknown_and_keeps_its_text_and_graph(world
     assert torch.equal(kept[:, [text, kg]], plain[:, [text, kg]])  # the row's own item's text and neighbours
     assert not torch.allclose(lost[:, text], plain[:, text])  # without the key they would be item 0's
     assert torch.equal(kept[:, item], lost[:, item])  # the id itself is the unknown id's embedding
+
+
+def _history_token(model, batch):
+    with torch.no_grad():
+        return model.embed(batch)[:, model.modalities.index("behaviour")]
+
+
+def test_history_text_puts_each_history_items_text_in_the_history_token(world):
+    sets = {"model.text_dim": 8, "model.history": "attention"}
+    table = world.read_split("train").slice(0, 64)
+    batch = {k: torch.from_numpy(v) for k, v in table_to_batch(table, world.schema).items()}
+    item = int(batch["hist_items"][batch["hist_items"] > 0][0])
+    for on in (True, False):
+        model = build_model(world, RunConfig({**sets, "model.history_text": on})).eval()
+        before = _history_token(model, batch)
+        model.text.vectors[item] += 1.0  # the text of one item in the histories
+        after = _history_token(model, batch)
+        has = (batch["hist_items"] == item).any(1)
+        changed = ~torch.isclose(before, after).all(1)
+        # the rows whose history holds the item (or whose target is it: attention reads the target's text)
+        target = batch["item_id"] == item
+        assert torch.equal(changed & ~target, has & ~target) if on else not changed[~target].any()
+
+
+def test_history_position_makes_the_history_token_depend_on_order(world):
+    table = world.read_split("train")
+    table = table.slice(table.num_rows - 256)  # late rows: long histories
+    batch = {k: torch.from_numpy(v) for k, v in table_to_batch(table, world.schema).items()}
+    hist = batch["hist_items"]
+    full = (hist[:, -2] > 0) & (hist[:, -2] != hist[:, -1])  # two items to swap (right-aligned)
+    assert full.sum() > 5
+    swapped = hist.clone()
+    swapped[:, -2], swapped[:, -1] = hist[:, -1], hist[:, -2]
+    flipped = dict(batch, hist_items=swapped)
+    for on in (True, False):
+        model = build_model(world, RunConfig({"model.history": "attention", "model.history_position": on})).eval()
+        if on:
+            with torch.no_grad():
+                model.pool["hist_items"].position.normal_()
+        same = torch.isclose(_history_token(model, batch), _history_token(model, flipped), atol=1e-6).all(1)
+        assert (not same[full].any()) if on else same[full].all()
+    assert "pool.hist_items.position" in build_model(world, RunConfig({"model.history_position": True})).state_dict()
+
+
+@pytest.mark.parametrize("sets, expected", [
+    ({"model.history_text": True}, "model.history_text: needs the item text (model.text_dim > 0)"),
+    ({"model.history_text": True, "model.text_dim": 8, "model.history": "none"},
+     "model.history_text: needs the history pooled (model.history mean or attention), not none"),
+    ({"model.history_text": True, "model.text_dim": 8, "model.features": ["user_id", "item_id"]},
+     "model.history_text: dataset 'synth-s7' has no history of item ids among the features"),
+])
+def test_history_text_without_text_or_history_is_refused(world, sets, expected):
+    with pytest.raises(ConfigError) as e:
+        build_model(world, RunConfig(sets))
+    assert str(e.value) == expected
 
 
 def test_min_id_count_embeds_rare_ids_as_unknown(world):

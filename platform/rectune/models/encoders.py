@@ -64,14 +64,19 @@ class FieldEmbeddings(nn.Module):
 
 
 class HistoryPooling(nn.Module):
-    def __init__(self, dim: int, mode: str):
+    def __init__(self, dim: int, mode: str, positions: int = 0):
+        """``positions`` > 0: a learned embedding per slot of a right-aligned history of that length
+        (slot ``L-1`` is the most recent item), added to the items."""
         super().__init__()
         self.mode = mode
         if mode == "attention":
             self.score = nn.Sequential(nn.Linear(4 * dim, 36), nn.PReLU(), nn.Linear(36, 1))
+        self.position = nn.Parameter(torch.zeros(positions, dim)) if positions else None
 
     def forward(self, seq_emb: torch.Tensor, mask: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """``seq_emb`` ``[B, L, d]``, ``mask`` ``[B, L]`` (True = real id), ``target`` ``[B, d]``."""
+        if self.position is not None:
+            seq_emb = seq_emb + self.position
         m = mask.unsqueeze(-1).to(seq_emb.dtype)
         if self.mode == "mean" or target is None:
             return (seq_emb * m).sum(1) / m.sum(1).clamp_min(1.0)
@@ -104,6 +109,9 @@ class TextProjection(nn.Module):
         self.proj = nn.Sequential(nn.Linear(vectors.shape[1], text_dim), nn.ReLU(), nn.Linear(text_dim, dim))
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """``items`` any shape of item ids -> ``[*items.shape, d]``."""
+        if items.numel() > self.vectors.shape[0]:  # a history: project the catalogue once, then look up
+            return self.proj(self.vectors)[items.long()]
         return self.proj(self.vectors[items.long()])
 
 

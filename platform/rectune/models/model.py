@@ -51,6 +51,10 @@ class ModelParams(Params):
     history: str = param("mean", "pooling of the behaviour history: none, mean, or attention (DIN-style, "
                          "against the target item)", choices=("none", "mean", "attention"))
     text_dim: int = param(0, "projection width of the item-text embedding (0 = text not used)", low=0, high=1024)
+    history_text: bool = param(False, "the behaviour history's items carry their text too, as the target item "
+                               "does (needs model.text_dim > 0 and a history of item ids)")
+    history_position: bool = param(False, "a learned embedding of each history slot's recency (most recent last) "
+                                   "added to the history's items before pooling")
     features: list[str] = param(None, "row fields used as features (empty = all)", default_factory=list)
     min_id_count: int = param(0, "a sparse id seen in fewer training rows than this is embedded as the unknown "
                               "id (0); the item's text and graph still use its own id (0 = off; 1 = ids never "
@@ -130,7 +134,8 @@ class FusedModel(nn.Module):
             with torch.no_grad():
                 self.embeddings.table.weight[off:off + len(init)] = init
         modalities = [fields[n].side for n in self.sparse]
-        self.pool = nn.ModuleDict({n: HistoryPooling(d, mp.history) for n in self.sequences})
+        self.pool = nn.ModuleDict({n: HistoryPooling(d, mp.history, fields[n].max_len if mp.history_position else 0)
+                                   for n in self.sequences})
         modalities += ["behaviour"] * len(self.sequences)
         self.dense_tokens = None
         if self.dense:
@@ -146,6 +151,9 @@ class FusedModel(nn.Module):
             self.graph = GraphAggregation(side["neighbors"], d, config["model.kg"])
             modalities.append("kg")
         self.modalities = modalities
+        # histories of item ids whose items also carry their text (model.history_text)
+        self.text_sequences = ({n for n in self.sequences if fields[n].shares_vocab_with == self.item}
+                               if mp.history_text and self.text is not None and self.item else set())
         fusion_cls = FUSIONS.get(config["model.fusion"], "model.fusion")
         self.fusion = fusion_cls(config.params("model.fusion", fusion_cls.Params), len(modalities), d, modalities)
         arch_cls = ARCHITECTURES.get(config["model.mtl"], "model.mtl")
@@ -165,17 +173,22 @@ class FusedModel(nn.Module):
             parts.append(sp)
             if self.item:
                 item_emb = sp[:, self.sparse.index(self.item)]
+        # the item's own id (a masked row keeps it in ITEM_KEY): its text and graph describe it
+        key = batch.get(ITEM_KEY, batch[self.item]) if self.item else None
+        text = self.text(key) if self.text is not None else None
         for n in self.sequences:
             seq = batch[n]
             emb = self.embeddings.lookup(n, seq)
-            parts.append(self.pool[n](emb, seq > 0, item_emb).unsqueeze(1))
+            target = item_emb
+            if n in self.text_sequences:
+                emb = emb + self.text(seq)
+                target = item_emb + text if item_emb is not None else None
+            parts.append(self.pool[n](emb, seq > 0, target).unsqueeze(1))
         if self.dense_tokens is not None:
             x = torch.stack([batch[n].float() for n in self.dense], dim=1)
             parts.append(self.dense_tokens(x))
-        # the item's own id (a masked row keeps it in ITEM_KEY): its text and graph describe it
-        key = batch.get(ITEM_KEY, batch[self.item]) if self.item else None
-        if self.text is not None:
-            parts.append(self.text(key).unsqueeze(1))
+        if text is not None:
+            parts.append(text.unsqueeze(1))
         if self.graph is not None:
             parts.append(self.graph(key, item_emb,
                                     lambda c: self.embeddings.lookup(self.item, c)).unsqueeze(1))
@@ -212,6 +225,17 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
         key = "model.text_dim" if mp.text_dim > 0 else "model.kg"
         raise ConfigError(f"{key}: needs the item field among the features, and dataset '{schema.name}' "
                           f"{'has none' if schema.item_field is None else 'leaves it out'}")
+    if mp.history_text:
+        if mp.text_dim == 0:
+            raise ConfigError("model.history_text: needs the item text (model.text_dim > 0)")
+        item_seqs = [f for f in features if schema.field(f).kind == "sequence"
+                     and schema.field(f).shares_vocab_with == schema.item_field]
+        if not item_seqs:
+            raise ConfigError(f"model.history_text: dataset '{schema.name}' has no history of item ids among "
+                              f"the features")
+        if mp.history == "none":
+            raise ConfigError("model.history_text: needs the history pooled (model.history mean or attention), "
+                              "not none")
     n_items = schema.field(schema.item_field).vocab_size if schema.item_field else 0
     if mp.min_id_count > 0:
         out["rare_ids"] = rare_ids(ds, [f for f in features if schema.field(f).kind == "sparse"], mp.min_id_count)

@@ -52,6 +52,7 @@ def _augmentation_off(cfg: RunConfig) -> None:
 def _kg_text_off(cfg: RunConfig) -> None:
     cfg.set("model.kg", "none")
     cfg.set("model.text_dim", 0)
+    cfg.set("model.history_text", False)
 
 
 def _weighting_off(cfg: RunConfig) -> None:
