@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from rectune.bench.train import peer_status, run, run_peer, summarise
+from rectune.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,6 +43,14 @@ def test_plain_side_and_missing_peer(small_world, tmp_path):
     assert _finite_positive(fig["plain_peak_rss_mb"])
     assert fig["goals"] == {}  # nothing to compare with: no goal is claimed
     assert "rectune, plain loop" in text
+
+
+def test_a_bad_variant_key_is_refused_before_any_run(small_world):
+    out = io.StringIO()
+    with pytest.raises(ConfigError, match="unknown config key 'pos:model.history_position'"):
+        run(small_world, seeds=1, epochs=1, ray_side=False, console=Console(file=out, width=200),
+            variants={"pos:model.history_position=true": {"pos:model.history_position": True}})
+    assert out.getvalue() == ""  # refused before anything was trained or printed
 
 
 def test_no_peer_python_is_a_message_not_a_crash():

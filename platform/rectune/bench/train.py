@@ -177,6 +177,8 @@ def run(path: str | Path, seeds: int = 3, epochs: int = 5, batch_size: int = 102
 
     from rectune.train.tensors import TensorRows
 
+    for vsets in [{}] + list((variants or {}).values()):  # a bad key is refused before the first run
+        bench_config(0, epochs, batch_size, emb, lr, {**(sets or {}), **vsets})
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     started = time.perf_counter()
     path = Path(path).resolve()  # the Ray worker opens it by this name, from another working directory
