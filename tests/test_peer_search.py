@@ -10,7 +10,7 @@ import math
 import pytest
 
 from rectune.bench import peer_search
-from rectune.bench.peer_search import PEER_SPACE, PEER_START, peer_run, run_name, search_peer, table
+from rectune.bench.peer_search import PEER_NICE, PEER_SPACE, PEER_START, peer_run, run_name, search_peer, table
 from tests.conftest import run_cli
 
 
@@ -62,7 +62,8 @@ def test_failed_trials_are_skipped_and_a_search_with_no_success_says_why(tmp_pat
 def test_a_rerun_draws_the_same_trials_and_reuses_every_finished_run(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run_peer(peer_python, data, seed, epochs, batch_size, emb, lr, history, threads, model, extra):
+    def fake_run_peer(peer_python, data, seed, epochs, batch_size, emb, lr, history, threads, model, extra, nice):
+        assert nice == PEER_NICE  # peers share the CPU with Ray's workers on equal terms
         calls.append((lr, seed))
         wd, do = float(extra[1]), float(extra[3])
         v = _valid({"lr": lr, "dropout": do})

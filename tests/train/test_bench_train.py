@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +97,18 @@ def test_run_peer_passes_the_model_and_extra_options_and_maps_the_figures(tmp_pa
     # the default model is today's MMoE, with today's options
     r = run_peer(fake, tmp_path / "data", 0, 5, 1024, 16, 0.001, False, 2)
     assert r["model"] == "mmoe"
+
+
+def test_run_peer_raises_the_peers_niceness_when_asked(tmp_path):
+    fake = tmp_path / "python"
+    seen = tmp_path / "nice.txt"
+    fake.write_text(f"#!{sys.executable}\nimport os\nopen({str(seen)!r}, 'a').write(str(os.nice(0)) + ' ')\n"
+                    + FAKE_PEER.format(python=sys.executable).split("\n", 1)[1])
+    fake.chmod(0o755)
+    base = os.nice(0)
+    assert "error" not in run_peer(fake, tmp_path, 0, 1, 512, 8, 1e-3, True, 1)
+    assert "error" not in run_peer(fake, tmp_path, 0, 1, 512, 8, 1e-3, True, 1, nice=15)
+    assert seen.read_text().split() == [str(base), str(min(base + 15, 19))]
 
 
 def test_run_peer_reports_a_failing_peer(tmp_path):

@@ -8,7 +8,7 @@ peer's defaults (``PEER_START``: torch-rechub's examples), so the search keeps t
 among its candidates. Every trial trains on the first seed; the trial with the best mean valid
 AUC (at its best epoch) is then trained on the other seeds, and those runs are the peer's figures.
 
-Runs go ``jobs`` at a time (one torch thread each); each is kept as JSON under ``out`` and reused
+Runs go ``jobs`` at a time (one torch thread each, at Ray's worker niceness); each is kept as JSON under ``out`` and reused
 when the search runs again. The sampler is told the trials in the order it asked for them, so a
 rerun draws the same trials and reuses every finished one.
 """
@@ -43,6 +43,9 @@ PEER_SPACE: dict[str, tuple] = {
 PEER_START = {"lr": 1e-3, "weight_decay": 1e-5, "dropout": 0.0, "emb": 16}
 """torch-rechub's example settings: the search's first trial"""
 SAMPLER_SEED = 0
+PEER_NICE = 15
+"""Added to each peer run's niceness: Ray's default for its workers, so that peers beside a campaign or an
+evaluation (``bench mission`` runs them side by side) share the CPU with its trials instead of starving them."""
 STARTUP_TRIALS = 4
 
 
@@ -84,7 +87,7 @@ def peer_run(peer_python, data: Path, out: Path, model: str, params: dict[str, A
     if fields:
         extra += ["--fields", ",".join(fields)]
     r = run_peer(peer_python, data, seed, epochs, 1024, int(params["emb"]), params["lr"], history=True, threads=1,
-                 model=model, extra=extra)
+                 model=model, extra=extra, nice=PEER_NICE)
     label = f"peer {run_name(model, params, seed, fields)}"
     if "error" in r:
         console.print(f"[red]{label}: {r['error']}[/red]")

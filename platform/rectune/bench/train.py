@@ -113,10 +113,11 @@ def peer_status(peer_python: str | Path | None) -> str | None:
 
 
 def run_peer(peer_python, path, seed: int, epochs: int, batch_size: int, emb: int, lr: float, history: bool,
-             threads: int, timeout: float | None = None, model: str = "mmoe", extra: list[str] | None = None) -> dict:
+             threads: int, timeout: float | None = None, model: str = "mmoe", extra: list[str] | None = None,
+             nice: int = 0) -> dict:
     """One run of ``peer_rechub.py`` (torch-rechub's ``model``; ``extra``: more of its options, e.g.
-    ``["--dropout", "0.1"]``); its figures, or ``{"error": ...}``. The AUCs are per task name, at the
-    best valid epoch (by the mean valid AUC)."""
+    ``["--dropout", "0.1"]``; ``nice``: added to the peer process's niceness); its figures, or
+    ``{"error": ...}``. The AUCs are per task name, at the best valid epoch (by the mean valid AUC)."""
     cmd = [str(peer_python), str(PEER_SCRIPT), str(path), "--seed", str(seed), "--epochs", str(epochs),
            "--batch-size", str(batch_size), "--emb", str(emb), "--lr", str(lr), "--threads", str(threads),
            "--model", model]
@@ -125,7 +126,8 @@ def run_peer(peer_python, path, seed: int, epochs: int, batch_size: int, emb: in
     cmd += [str(x) for x in extra or []]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=(lambda: os.nice(nice)) if nice else None)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     wall = time.perf_counter() - t0
