@@ -43,7 +43,7 @@ def test_plain_side_and_missing_peer(small_world, tmp_path):
     _check_side(fig["sides"]["plain"])
     assert _finite_positive(fig["plain_peak_rss_mb"])
     assert fig["goals"] == {}  # nothing to compare with: no goal is claimed
-    assert "rectune, plain loop" in text
+    assert "rectune, plain loop" in text and "train rows), mmoe, emb 16" in text  # the architecture that ran
 
 
 def test_a_bad_variant_key_is_refused_before_any_run(small_world):

@@ -181,6 +181,7 @@ def run(path: str | Path, seeds: int = 3, epochs: int = 5, batch_size: int = 102
 
     for vsets in [{}] + list((variants or {}).values()):  # a bad key is refused before the first run
         bench_config(0, epochs, batch_size, emb, lr, {**(sets or {}), **vsets})
+    arch = bench_config(0, epochs, batch_size, emb, lr, sets)["model.mtl"]
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     started = time.perf_counter()
     path = Path(path).resolve()  # the Ray worker opens it by this name, from another working directory
@@ -201,7 +202,7 @@ def run(path: str | Path, seeds: int = 3, epochs: int = 5, batch_size: int = 102
             sides["rechub_nohist"] = []
     for name in variants or {}:
         sides[f"variant:{name}"] = []
-    console.print(f"bench train: {ds.schema.name} ({rows:,} train rows), MMoE, emb {emb}, batch {batch_size}, "
+    console.print(f"bench train: {ds.schema.name} ({rows:,} train rows), {arch}, emb {emb}, batch {batch_size}, "
                   f"Adam lr {lr}, {epochs} epoch(s), seeds 0..{seeds - 1}, no augmentation; torch threads in this "
                   f"process: {threads}" + (f"; extra sets: {sets}" if sets else ""))
     plain_rss = None
