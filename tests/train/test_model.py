@@ -145,10 +145,12 @@ def test_history_position_makes_the_history_token_depend_on_order(world):
     ({"model.history_text": True}, "model.history_text: needs the item text (model.text_dim > 0)"),
     ({"model.history_text": True, "model.text_dim": 8, "model.history": "none"},
      "model.history_text: needs the history pooled (model.history mean or attention), not none"),
+    ({"model.history_position": True, "model.history": "none"},
+     "model.history_position: needs the history pooled (model.history mean or attention), not none"),
     ({"model.history_text": True, "model.text_dim": 8, "model.features": ["user_id", "item_id"]},
      "model.history_text: dataset 'synth-s7' has no history of item ids among the features"),
 ])
-def test_history_text_without_text_or_history_is_refused(world, sets, expected):
+def test_history_options_without_text_or_history_are_refused(world, sets, expected):
     with pytest.raises(ConfigError) as e:
         build_model(world, RunConfig(sets))
     assert str(e.value) == expected

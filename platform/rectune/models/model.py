@@ -233,9 +233,9 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
         if not item_seqs:
             raise ConfigError(f"model.history_text: dataset '{schema.name}' has no history of item ids among "
                               f"the features")
-        if mp.history == "none":
-            raise ConfigError("model.history_text: needs the history pooled (model.history mean or attention), "
-                              "not none")
+    for key, on in (("model.history_text", mp.history_text), ("model.history_position", mp.history_position)):
+        if on and mp.history == "none":
+            raise ConfigError(f"{key}: needs the history pooled (model.history mean or attention), not none")
     n_items = schema.field(schema.item_field).vocab_size if schema.item_field else 0
     if mp.min_id_count > 0:
         out["rare_ids"] = rare_ids(ds, [f for f in features if schema.field(f).kind == "sparse"], mp.min_id_count)
