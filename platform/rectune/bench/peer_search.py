@@ -8,8 +8,8 @@ peer's defaults (``PEER_START``: torch-rechub's examples), so the search keeps t
 among its candidates. Every trial trains on the first seed; the trial with the best mean valid
 AUC (at its best epoch) is then trained on the other seeds, and those runs are the peer's figures.
 
-Runs go ``jobs`` at a time (one torch thread each, at Ray's worker niceness); each is kept as JSON under ``out`` and reused
-when the search runs again. The sampler is told the trials in the order it asked for them, so a
+Runs go ``jobs`` at a time (one torch thread each, at Ray's worker niceness); each is kept as
+JSON under ``out`` and reused when the search runs again. The sampler is told the trials in the order it asked for them, so a
 rerun draws the same trials and reuses every finished one.
 """
 

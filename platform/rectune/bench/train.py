@@ -124,10 +124,11 @@ def run_peer(peer_python, path, seed: int, epochs: int, batch_size: int, emb: in
     if history:
         cmd.append("--history")
     cmd += [str(x) for x in extra or []]
+    if nice:  # nice(1), not preexec_fn: runs start from several threads (peer_search), where preexec_fn is unsafe
+        cmd = ["nice", "-n", str(nice), *cmd]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     wall = time.perf_counter() - t0
@@ -179,9 +180,9 @@ def run(path: str | Path, seeds: int = 3, epochs: int = 5, batch_size: int = 102
 
     from rectune.train.tensors import TensorRows
 
-    for vsets in [{}] + list((variants or {}).values()):  # a bad key is refused before the first run
-        bench_config(0, epochs, batch_size, emb, lr, {**(sets or {}), **vsets})
-    arch = bench_config(0, epochs, batch_size, emb, lr, sets)["model.mtl"]
+    # every configuration is checked (a bad key refused) before the first run
+    arch = [bench_config(0, epochs, batch_size, emb, lr, {**(sets or {}), **v})
+            for v in [{}, *(variants or {}).values()]][0]["model.mtl"]
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     started = time.perf_counter()
     path = Path(path).resolve()  # the Ray worker opens it by this name, from another working directory
