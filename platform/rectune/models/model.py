@@ -105,6 +105,12 @@ def check_no_leak(ds: PreparedDataset, features: list[str], sample: int = 50_000
                                   f"the training rows of '{schema.name}' (a leak); leave it out with model.features")
 
 
+def item_histories(schema: Schema, names: list[str]) -> list[str]:
+    """The sequence fields among ``names`` that hold item ids (they share the item field's vocabulary)."""
+    return [n for n in names if schema.field(n).kind == "sequence" and schema.item_field is not None
+            and schema.field(n).shares_vocab_with == schema.item_field]
+
+
 def schema_fingerprint(schema: Schema) -> str:
     """What a checkpoint must match: tasks and the fields' names, kinds and vocabularies."""
     spec = {"tasks": schema.tasks, "fields": [[f.name, f.kind, f.vocab_size, f.max_len] for f in schema.row_fields]}
@@ -152,8 +158,8 @@ class FusedModel(nn.Module):
             modalities.append("kg")
         self.modalities = modalities
         # histories of item ids whose items also carry their text (model.history_text)
-        self.text_sequences = ({n for n in self.sequences if fields[n].shares_vocab_with == self.item}
-                               if mp.history_text and self.text is not None and self.item else set())
+        self.text_sequences = (set(item_histories(schema, self.sequences))
+                               if mp.history_text and self.text is not None else set())
         fusion_cls = FUSIONS.get(config["model.fusion"], "model.fusion")
         self.fusion = fusion_cls(config.params("model.fusion", fusion_cls.Params), len(modalities), d, modalities)
         arch_cls = ARCHITECTURES.get(config["model.mtl"], "model.mtl")
@@ -182,7 +188,7 @@ class FusedModel(nn.Module):
             target = item_emb
             if n in self.text_sequences:
                 emb = emb + self.text(seq)
-                target = item_emb + text if item_emb is not None else None
+                target = item_emb + text  # the item is a feature: side_data checks it for the text
             parts.append(self.pool[n](emb, seq > 0, target).unsqueeze(1))
         if self.dense_tokens is not None:
             x = torch.stack([batch[n].float() for n in self.dense], dim=1)
@@ -228,9 +234,7 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
     if mp.history_text:
         if mp.text_dim == 0:
             raise ConfigError("model.history_text: needs the item text (model.text_dim > 0)")
-        item_seqs = [f for f in features if schema.field(f).kind == "sequence"
-                     and schema.field(f).shares_vocab_with == schema.item_field]
-        if not item_seqs:
+        if not item_histories(schema, features):
             raise ConfigError(f"model.history_text: dataset '{schema.name}' has no history of item ids among "
                               f"the features")
     for key, on in (("model.history_text", mp.history_text), ("model.history_position", mp.history_position)):
