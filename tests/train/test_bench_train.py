@@ -36,10 +36,13 @@ def _check_side(side: dict) -> None:
 def test_plain_side_and_missing_peer(small_world, tmp_path):
     out = io.StringIO()
     fig = run(small_world, seeds=1, epochs=1, batch_size=512, peer_python=tmp_path / "no-such-python",
-              ray_side=False, console=Console(file=out, width=200))
+              ray_side=False, console=Console(file=out, width=200),
+              variants={"model.features=[item_id,hist_items]": {"model.features": ["item_id", "hist_items"]}})
     text = out.getvalue()
     assert "torch-rechub side skipped" in text and "not found" in text and "make bench-peers" in text
-    assert fig["peer_skipped"] and set(fig["sides"]) == {"plain"}
+    assert fig["peer_skipped"] and set(fig["sides"]) == {"plain", "variant:model.features=[item_id,hist_items]"}
+    # the label keeps its brackets in the log line and both tables (rich would read them as markup)
+    assert text.count("variant:model.features=[item_id,hist_items]") == 3
     _check_side(fig["sides"]["plain"])
     assert _finite_positive(fig["plain_peak_rss_mb"])
     assert fig["goals"] == {}  # nothing to compare with: no goal is claimed

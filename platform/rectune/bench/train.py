@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rectune.data.prepared import open_dataset
@@ -262,6 +263,7 @@ def _say(console: Console, side: str, seed: int, r: dict) -> None:
         console.print(f"  seed {seed} {side}: [red]failed[/red] {r['error']}")
         return
     auc = " ".join(f"{t} {v:.4f}" for t, v in r["test_auc"].items())
+    side = escape(side)  # a variant's value may hold [list] brackets, which rich reads as markup
     console.print(f"  seed {seed} {side:>15}: epochs {', '.join(f'{x:.1f}' for x in r['epoch_s'])} s; "
                   f"best epoch {r['best_epoch']}; test AUC {auc}; wall {r['wall_s']:.0f} s")
 
@@ -312,7 +314,7 @@ def _print(console: Console, fig: dict, tasks: list[str]) -> None:
         if "epoch_s" not in v:
             continue
         rss = v.get("worker_peak_rss_mb", v.get("peak_rss_mb", fig["plain_peak_rss_mb"] if key == "plain" else None))
-        table.add_row(NAMES.get(key, key), _fmt(v["epoch_s"], ".2f"), _fmt(v["first_epoch_s"], ".2f"),
+        table.add_row(escape(NAMES.get(key, key)), _fmt(v["epoch_s"], ".2f"), _fmt(v["first_epoch_s"], ".2f"),
                       _fmt(v["samples_per_s"], ",.0f"),
                       f"{v['epoch_s'] / plain['epoch_s']:.2f}x" if "epoch_s" in plain else "–",
                       _fmt(v["fastest_epoch_s"], ".2f"), _fmt(v["fastest_samples_per_s"], ",.0f"),
@@ -330,7 +332,7 @@ def _print(console: Console, fig: dict, tasks: list[str]) -> None:
     for key, v in s.items():
         if "test_auc" not in v:
             continue
-        q.add_row(NAMES.get(key, key), *[f"{v['test_auc'][t][0]:.4f} ± {v['test_auc'][t][1]:.4f}" for t in tasks],
+        q.add_row(escape(NAMES.get(key, key)), *[f"{v['test_auc'][t][0]:.4f} ± {v['test_auc'][t][1]:.4f}" for t in tasks],
                   ",".join(str(r["best_epoch"]) for r in v["runs"] if "error" not in r))
     console.print(q)
     if fig.get("peer_skipped"):
