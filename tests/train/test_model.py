@@ -33,6 +33,7 @@ CONFIGS = [
     {"model.kg": "attention", "model.kg.pretrain": 1},
     {"model.text_dim": 16},
     {"model.history": "attention", "model.text_dim": 8, "model.history_text": True, "model.history_position": True},
+    {"model.history": "attention", "model.history_position": True, "model.history_layers": 2},
     {"loss.weighting": "uncertainty"},
     {"loss.weighting": "gradnorm"},
     {"loss.weighting": "dwa"},
@@ -141,12 +142,46 @@ def test_history_position_makes_the_history_token_depend_on_order(world):
     assert "pool.hist_items.position" in build_model(world, RunConfig({"model.history_position": True})).state_dict()
 
 
+def test_history_layers_mix_the_history_and_never_read_its_padding(world):
+    table = world.read_split("train")
+    table = table.slice(table.num_rows - 256)
+    batch = {k: torch.from_numpy(v) for k, v in table_to_batch(table, world.schema).items()}
+    hist = batch["hist_items"]
+    padded = (hist == 0).any(1) & (hist > 0).any(1)
+    assert padded.sum() > 5
+    empty = dict(batch, hist_items=torch.zeros_like(hist))
+    for layers in (0, 2):
+        model = build_model(world, RunConfig({"model.history": "mean", "model.history_layers": layers})).eval()
+        assert len(model.pool["hist_items"].layers) == layers
+        base = _history_token(model, batch)
+        # a history with no items stays finite (every key is padding)
+        assert torch.isfinite(_history_token(model, empty)).all()
+        # padding slots hold code 0: changing that row of the table changes no row with a real item
+        with torch.no_grad():
+            model.embeddings.table.weight[model.embeddings.offsets["hist_items"]] += 5.0
+        assert torch.allclose(_history_token(model, batch)[padded], base[padded], atol=1e-5)
+        with torch.no_grad():
+            model.embeddings.table.weight[model.embeddings.offsets["hist_items"]] -= 5.0
+        # mean pooling alone is linear in the items; the layers let each item see the others
+        one = hist.clone()
+        one[:, -1] = hist[:, -2]  # the most recent item replaced by the one before it
+        moved = _history_token(model, dict(batch, hist_items=one)) - base
+        rows = (hist[:, -1] > 0) & (hist[:, -2] > 0) & (hist[:, -1] != hist[:, -2])
+        emb = model.embeddings.lookup("hist_items", hist)
+        n = (hist > 0).sum(1, keepdim=True).float()
+        linear = (emb[:, -2] - emb[:, -1]) / n
+        close = torch.isclose(moved, linear, atol=1e-6).all(1)
+        assert close[rows].all() if layers == 0 else not close[rows].any()
+
+
 @pytest.mark.parametrize("sets, expected", [
     ({"model.history_text": True}, "model.history_text: needs the item text (model.text_dim > 0)"),
     ({"model.history_text": True, "model.text_dim": 8, "model.history": "none"},
      "model.history_text: needs the history pooled (model.history mean or attention), not none"),
     ({"model.history_position": True, "model.history": "none"},
      "model.history_position: needs the history pooled (model.history mean or attention), not none"),
+    ({"model.history_layers": 1, "model.history": "none"},
+     "model.history_layers: needs the history pooled (model.history mean or attention), not none"),
     ({"model.history_text": True, "model.text_dim": 8, "model.features": ["user_id", "item_id"]},
      "model.history_text: dataset 'synth-s7' has no history of item ids among the features"),
 ])

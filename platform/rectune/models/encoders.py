@@ -6,7 +6,8 @@
   own learned row; in sequences 0 is padding and is masked out. ``set_rare`` makes the sparse
   look-ups (not the sequences', nor the graph's) embed rare ids as the unknown id.
 - :class:`HistoryPooling` — a behaviour history pooled into one token: masked mean, or DIN-style
-  attention against the target item.
+  attention against the target item; optionally after a recency embedding and
+  :class:`SelfAttentionLayer` s over the history (BST / SASRec-style).
 - :class:`DenseTokens` — each standardised dense feature ``x`` becomes ``x · v + b``.
 - :class:`TextProjection` — the item's frozen sentence embedding, projected to ``text_dim`` then to ``d``.
 - :class:`GraphAggregation` — the item's neighbours in the knowledge graph, per relation, pooled by
@@ -63,20 +64,47 @@ class FieldEmbeddings(nn.Module):
         return self.table(rows)
 
 
+class SelfAttentionLayer(nn.Module):
+    """One pre-norm Transformer encoder layer over a padded sequence: every real item attends to the
+    sequence's real items (padding gets a large negative score, not -inf, so a row with an empty
+    history stays finite; its outputs are masked out by the pooling)."""
+
+    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        bias = torch.zeros(b, 1, 1, n, dtype=x.dtype, device=x.device).masked_fill(~mask[:, None, None, :], -1e4)
+        a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, n, d)))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
 class HistoryPooling(nn.Module):
-    def __init__(self, dim: int, mode: str, positions: int = 0):
+    def __init__(self, dim: int, mode: str, positions: int = 0, layers: int = 0, dropout: float = 0.0):
         """``positions`` > 0: a learned embedding per slot of a right-aligned history of that length
-        (slot ``L-1`` is the most recent item), added to the items."""
+        (slot ``L-1`` is the most recent item), added to the items. ``layers`` self-attention layers
+        then let each item see the rest of the history before the pooling."""
         super().__init__()
         self.mode = mode
         if mode == "attention":
             self.score = nn.Sequential(nn.Linear(4 * dim, 36), nn.PReLU(), nn.Linear(36, 1))
         self.position = nn.Parameter(torch.zeros(positions, dim)) if positions else None
+        self.layers = nn.ModuleList(SelfAttentionLayer(dim, dropout=dropout) for _ in range(layers))
 
     def forward(self, seq_emb: torch.Tensor, mask: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """``seq_emb`` ``[B, L, d]``, ``mask`` ``[B, L]`` (True = real id), ``target`` ``[B, d]``."""
         if self.position is not None:
             seq_emb = seq_emb + self.position
+        for layer in self.layers:
+            seq_emb = layer(seq_emb, mask)
         m = mask.unsqueeze(-1).to(seq_emb.dtype)
         if self.mode == "mean" or target is None:
             return (seq_emb * m).sum(1) / m.sum(1).clamp_min(1.0)

@@ -55,6 +55,8 @@ class ModelParams(Params):
                                "does (needs model.text_dim > 0 and a history of item ids)")
     history_position: bool = param(False, "a learned embedding of each history slot's recency (most recent last) "
                                    "added to the history's items before pooling")
+    history_layers: int = param(0, "self-attention layers over the behaviour history before pooling (BST / "
+                                "SASRec-style; 0 = none)", low=0, high=8)
     features: list[str] = param(None, "row fields used as features (empty = all)", default_factory=list)
     min_id_count: int = param(0, "a sparse id seen in fewer training rows than this is embedded as the unknown "
                               "id (0); the item's text and graph still use its own id (0 = off; 1 = ids never "
@@ -140,7 +142,8 @@ class FusedModel(nn.Module):
             with torch.no_grad():
                 self.embeddings.table.weight[off:off + len(init)] = init
         modalities = [fields[n].side for n in self.sparse]
-        self.pool = nn.ModuleDict({n: HistoryPooling(d, mp.history, fields[n].max_len if mp.history_position else 0)
+        self.pool = nn.ModuleDict({n: HistoryPooling(d, mp.history, fields[n].max_len if mp.history_position else 0,
+                                                     mp.history_layers, mp.dropout)
                                    for n in self.sequences})
         modalities += ["behaviour"] * len(self.sequences)
         self.dense_tokens = None
@@ -237,7 +240,8 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
         if not item_histories(schema, features):
             raise ConfigError(f"model.history_text: dataset '{schema.name}' has no history of item ids among "
                               f"the features")
-    for key, on in (("model.history_text", mp.history_text), ("model.history_position", mp.history_position)):
+    for key, on in (("model.history_text", mp.history_text), ("model.history_position", mp.history_position),
+                    ("model.history_layers", mp.history_layers > 0)):
         if on and mp.history == "none":
             raise ConfigError(f"{key}: needs the history pooled (model.history mean or attention), not none")
     n_items = schema.field(schema.item_field).vocab_size if schema.item_field else 0
