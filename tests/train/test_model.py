@@ -112,6 +112,9 @@ def test_history_text_puts_each_history_items_text_in_the_history_token(world):
     item = int(batch["hist_items"][batch["hist_items"] > 0][0])
     for on in (True, False):
         model = build_model(world, RunConfig({**sets, "model.history_text": on})).eval()
+        with torch.no_grad():  # the item's text token is its own projection, however it was looked up
+            tokens = model.embed(batch)
+            assert torch.allclose(tokens[:, model.modalities.index("text")], model.text(batch["item_id"]), atol=1e-6)
         before = _history_token(model, batch)
         model.text.vectors[item] += 1.0  # the text of one item in the histories
         after = _history_token(model, batch)

@@ -136,10 +136,14 @@ class TextProjection(nn.Module):
         self.register_buffer("vectors", torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)))
         self.proj = nn.Sequential(nn.Linear(vectors.shape[1], text_dim), nn.ReLU(), nn.Linear(text_dim, dim))
 
+    def catalogue(self) -> torch.Tensor:
+        """Every item's projection ``[n_items, d]`` (one pass, for look-ups of many items)."""
+        return self.proj(self.vectors)
+
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """``items`` any shape of item ids -> ``[*items.shape, d]``."""
         if items.numel() > self.vectors.shape[0]:  # a history: project the catalogue once, then look up
-            return self.proj(self.vectors)[items.long()]
+            return self.catalogue()[items.long()]
         return self.proj(self.vectors[items.long()])
 
 

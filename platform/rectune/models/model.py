@@ -184,13 +184,19 @@ class FusedModel(nn.Module):
                 item_emb = sp[:, self.sparse.index(self.item)]
         # the item's own id (a masked row keeps it in ITEM_KEY): its text and graph describe it
         key = batch.get(ITEM_KEY, batch[self.item]) if self.item else None
-        text = self.text(key) if self.text is not None else None
+        # with the history's text, one projection of the catalogue serves the item and its histories
+        catalogue = self.text.catalogue() if self.text_sequences else None
+        text = None
+        if catalogue is not None:
+            text = catalogue[key.long()]
+        elif self.text is not None:
+            text = self.text(key)
         for n in self.sequences:
             seq = batch[n]
             emb = self.embeddings.lookup(n, seq)
             target = item_emb
             if n in self.text_sequences:
-                emb = emb + self.text(seq)
+                emb = emb + catalogue[seq.long()]
                 target = item_emb + text  # the item is a feature: side_data checks it for the text
             parts.append(self.pool[n](emb, seq > 0, target).unsqueeze(1))
         if self.dense_tokens is not None:
