@@ -589,7 +589,8 @@ def results_plot(name: str, storage: str | None, study_db: str | None, out: Path
               help="the prepared dataset (default: the campaign's)")
 @click.option("--address", default=None, help="a running Ray cluster; default: start a local Ray")
 @click.option("--ablate", is_flag=True,
-              help="also retrain the best with each component off (augmentation, KG+text fusion, MTL weighting): "
+              help="also retrain the pick (the best mean valid objective of the top configurations over the seeds) "
+                   "with each component off (augmentation, KG+text fusion, MTL weighting): "
                    "the share of its lift each one carries")
 @click.option("--json", "as_json", is_flag=True)
 def results_evaluate(name: str, storage: str | None, study_db: str | None, top: int, seeds: int, out: Path | None,
@@ -623,18 +624,22 @@ def results_evaluate(name: str, storage: str | None, study_db: str | None, top: 
 @click.option("--peer-jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="peer runs at once (one torch thread each)")
 @click.option("--peer-epochs", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--top", default=1, show_default=True, type=click.IntRange(min=1),
+              help="the campaign's best configurations to retrain; the one with the best mean valid objective "
+                   "over the seeds is the pick, ablated and set against the peers")
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="runs folder (default evaluations/NAME)")
 @click.option("--data", "data_dir", default=None, type=click.Path(path_type=Path),
               help="the prepared dataset (default: the campaign's)")
 def bench_mission(name: str, storage: str | None, study_db: str | None, peer_python: Path | None, seeds: int,
-                  peer_trials: int | None, peer_jobs: int, peer_epochs: int, out: Path | None,
+                  peer_trials: int | None, peer_jobs: int, peer_epochs: int, top: int, out: Path | None,
                   data_dir: Path | None) -> None:
-    """A campaign's best against the baseline, its ablations (augmentation, KG+text fusion, MTL
-    weighting off) and torch-rechub's tuned peers, on the same rows and seeds (issue 7)."""
+    """A campaign's best (or the pick of its --top best) against the baseline, its ablations
+    (augmentation, KG+text fusion, MTL weighting off) and torch-rechub's tuned peers, on the same
+    rows and seeds (issue 7)."""
     from rectune.bench.mission import run
 
     run(_open(name, storage, study_db), peer_python, seeds=seeds, out=out, data=data_dir,
-        peer_trials=peer_trials, peer_jobs=peer_jobs, peer_epochs=peer_epochs)
+        peer_trials=peer_trials, peer_jobs=peer_jobs, peer_epochs=peer_epochs, top=top)
 
 
 @bench.command("peers", context_settings=CONTEXT)

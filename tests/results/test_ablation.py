@@ -9,7 +9,7 @@ import math
 import pytest
 
 from rectune.bench.mission import peer_models, table, versus
-from rectune.results.evaluate import ABLATIONS, Candidate, ablations, shares
+from rectune.results.evaluate import ABLATIONS, Candidate, ablations, pick, shares
 from rectune.results.evaluate import table as evaluate_table
 from rectune.runconfig import RunConfig
 
@@ -68,6 +68,40 @@ def test_share_of_the_lift_each_component_carries():
     assert t.row_count == 4 + 2 + 1
 
 
+def test_the_pick_is_the_best_mean_valid_objective_over_the_seeds():
+    cands = [Candidate(f"trial-{n}", n, RunConfig()) for n in (13, 0, 5)]
+    runs = {"trial-13": [{"valid/mean_auc": v} for v in (0.9182, 0.9212, 0.9213)],  # best on the campaign's seed
+            "trial-0": [{"valid/mean_auc": v} for v in (0.9219, 0.9217, 0.9216)],
+            "trial-5": [{"valid/mean_auc": v} for v in (0.9100, 0.9300, 0.9000)]}
+    assert pick(cands, runs, "valid/mean_auc", "maximize").label == "trial-0"
+    assert pick(cands, runs, "valid/mean_auc", "minimize").label == "trial-5"  # mean 0.9133
+    assert pick(cands[:1], runs, "valid/mean_auc", "maximize").label == "trial-13"  # --top 1: the campaign's best
+    tied = {**runs, "trial-13": runs["trial-0"]}
+    assert pick(cands, tied, "valid/mean_auc", "maximize").label == "trial-13"  # equals: the campaign's order
+    gap = {**runs, "trial-0": [{"valid/mean_auc": 0.99}, {}, {"valid/mean_auc": 0.99}]}
+    assert pick(cands, gap, "valid/mean_auc", "maximize").label == "trial-13"  # a run without it: the campaign's
+
+
+def test_shares_and_the_peers_are_of_the_pick():
+    report = _report()
+    report["rows"].insert(2, _row("trial-7", None, test__click_auc=0.83, test__conversion_auc=0.76))
+    for m, e in report["rows"][2]["metrics"].items():
+        e["lift"] = {"mean": e["mean"] - report["rows"][0]["metrics"][m]["mean"], "ci95": None, "seeds": 3}
+    assert shares(report)["augmentation"]["test/click_auc"] == pytest.approx(0.25)  # of trial-4: no pick recorded
+    report["pick"] = {"label": "trial-7", "by": "mean valid/mean_auc over the seeds (maximize)"}
+    # (0.83 - 0.815) / (0.83 - 0.80): the ablation rows measured against the pick
+    assert shares(report)["augmentation"]["test/click_auc"] == pytest.approx(0.5)
+    vs = versus(report, [_peer("ple", 0.812, 0.725)], ["click", "conversion"])
+    assert vs["click"]["difference"] == pytest.approx(0.018) and vs["conversion"]["difference"] == pytest.approx(0.035)
+    report["objective"] = "valid/mean_auc"
+    for r, v in zip(report["rows"], (0.90, 0.91, 0.92, None, None)):
+        r["objective"] = v
+    t = evaluate_table(report)
+    labels = list(t.columns[0].cells)
+    assert labels[2] == "trial-7 (pick)" and labels[1] == "trial-4"
+    assert list(t.columns[1].cells)[:4] == ["0.9000", "0.9100", "0.9200", "-"]
+
+
 def _peer(model, click, conversion):
     return {"model": model, "lr": 0.001, "test_auc": {"click": {"mean": click, "std": 0.001},
                                                       "conversion": {"mean": conversion, "std": 0.002}},
@@ -92,3 +126,19 @@ def test_best_against_the_best_peer_per_task():
 def test_peer_models_follow_the_number_of_tasks():
     assert peer_models(["click", "like"]) == ("mmoe", "ple", "esmm")
     assert peer_models(["click"]) == ("deepfm", "dcn")
+
+
+def test_mission_refuses_a_top_whose_candidates_read_different_columns(monkeypatch, tmp_path):
+    from rectune.bench import mission
+    from rectune.errors import ConfigError
+
+    cands = [Candidate("baseline", None, RunConfig()), Candidate("trial-3", 3, RunConfig()),
+             Candidate("trial-1", 1, RunConfig({"model.features": ["item_id", "hist_items"]}))]
+    monkeypatch.setattr(mission, "open_dataset", lambda path: None)
+    monkeypatch.setattr(mission, "candidates", lambda c, top: cands[:top + 1])
+    campaign = type("C", (), {"meta": {"data": str(tmp_path)}})()
+    with pytest.raises(ConfigError) as e:
+        mission.run(campaign, None, top=2, out=tmp_path / "out")
+    assert str(e.value) == ("--top 2: the candidates read different columns (model.features [[], ['item_id', "
+                            "'hist_items']]); the peers read one set: use --top 1")
+    assert not (tmp_path / "out").exists()

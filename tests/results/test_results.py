@@ -196,6 +196,9 @@ def test_evaluate_retrains_best_and_baseline(campaign, tmp_path):
     best = report["rows"][1]["metrics"]["test/click_auc"]
     assert 0.5 < best["mean"] < 1 and best["lift"]["seeds"] == 1 and best["lift"]["ci95"] is None
     assert best["lift"]["mean"] == pytest.approx(best["mean"] - report["rows"][0]["metrics"]["test/click_auc"]["mean"])
+    # --top 1: the pick is the campaign's best; each row carries its mean valid objective (the pick's criterion)
+    assert report["pick"]["label"] == labels[1] and report["objective"] == "valid/mean_auc"
+    assert all(0.5 < r["objective"] < 1 for r in report["rows"])
     assert report["seeds"] == [c.space.base()["train.seed"] + 1]
     saved = json.loads((tmp_path / "eval" / "evaluate.json").read_text())
     assert saved["rows"][1]["metrics"]["test/click_auc"]["mean"] == best["mean"]

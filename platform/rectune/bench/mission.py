@@ -2,17 +2,18 @@
 
 After a campaign (``rectune tune``) on a benchmark table, on the same rows and the same seeds:
 
-- rectune: ``rectune results evaluate NAME --top 1 --ablate`` — the baseline, the campaign's best
-  configuration and the best with each component off (augmentation, KG + text fusion, multi-task
-  weighting), each retrained with ``seeds`` seeds (the campaign's seed + 1 ...), test AUC per task
-  and cold-item AUC per task at the best valid epoch;
+- rectune: ``rectune results evaluate NAME --top K --ablate`` — the baseline, the campaign's ``K``
+  best configurations and the pick among them (the best mean valid objective over the seeds; with
+  ``K`` = 1 the campaign's best) with each component off (augmentation, KG + text fusion,
+  multi-task weighting), each retrained with ``seeds`` seeds (the campaign's seed + 1 ...), test
+  AUC per task and cold-item AUC per task at the best valid epoch;
 - peers: torch-rechub's models (``peer_rechub.py`` in the peer environment, ``make bench-peers``):
   MMoE, PLE and ESMM on a multi-task table, DeepFM and DCN on a single-task one, with the behaviour
   history mean-pooled. Each peer gets its own search (``peer_search.py``): ``peer_trials`` TPE
   trials over its learning rate, weight decay, dropout and embedding size on the first seed
   (default: as many trials as the campaign completed), then its best on the other seeds.
 
-The goal (issue 7): the campaign's best at least ``GOAL`` AUC above the best peer on every task
+The goal (issue 7): the pick at least ``GOAL`` AUC above the best peer on every task
 (means over the seeds). Peer runs go beside the rectune runs (a second thread, one torch thread
 each) since only quality is compared here; they are kept as JSON under ``OUT/peers`` and reused
 when the bench runs again, as the rectune runs are.
@@ -32,7 +33,8 @@ from rich.table import Table
 from rectune.bench.peer_search import describe_search, hparams, peer_cells, peer_models, search_peer
 from rectune.bench.train import peer_status
 from rectune.data.prepared import open_dataset
-from rectune.results.evaluate import candidates, cell, evaluate, evaluation_out, evaluation_seeds
+from rectune.errors import ConfigError
+from rectune.results.evaluate import candidates, cell, evaluate, evaluation_out, evaluation_seeds, pick_row
 from rectune.results.evaluate import table as evaluate_table
 from rectune.results.export import write_atomic
 from rectune.results.store import Campaign
@@ -42,12 +44,16 @@ GOAL = 0.01
 
 def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | Path | None = None,
         data: str | Path | None = None, peer_trials: int | None = None, peer_jobs: int = 1, peer_epochs: int = 5,
-        console: Console | None = None) -> dict[str, Any]:
+        top: int = 1, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     data = Path(data or c.meta.get("data") or "").resolve()
     ds = open_dataset(data)
-    best = candidates(c, 1)[1]  # a campaign with nothing to evaluate is refused before anything runs or is written
-    fields = list(best.config["model.features"]) or None  # the peers read the columns the best reads
+    # a campaign with nothing to evaluate is refused before anything runs or is written
+    features = {tuple(cand.config["model.features"]) for cand in candidates(c, top)[1:]}
+    if len(features) > 1:
+        raise ConfigError(f"--top {top}: the candidates read different columns (model.features "
+                          f"{sorted(list(f) for f in features)}); the peers read one set: use --top 1")
+    fields = list(features.pop()) or None  # the peers read the columns the candidates read
     peer_trials = peer_trials or len(c.completed())
     tasks = list(ds.schema.tasks)
     out = evaluation_out(c, out)
@@ -60,7 +66,7 @@ def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | 
         futures = [] if skip else [
             pool.submit(search_peer, peer_python, data, peers_out, m, seed_list, peer_trials, peer_epochs,
                         peer_jobs, console, fields=fields) for m in peer_models(tasks)]
-        report = evaluate(c, top=1, seeds=seeds, out=out, data=data, ablate=True, console=console)
+        report = evaluate(c, top=top, seeds=seeds, out=out, data=data, ablate=True, console=console)
         peers = [f.result() for f in futures]
     mission = {"campaign": c.name, "data": str(data), "tasks": tasks, "seeds": seed_list, "evaluate": report,
                "peers": peers, "peer_trials": peer_trials, "peer_fields": fields, "peer_search": describe_search(),
@@ -73,8 +79,8 @@ def run(c: Campaign, peer_python: str | Path | None, seeds: int = 3, out: str | 
 
 
 def versus(report: dict, peers: list[dict], tasks: list[str]) -> dict[str, dict[str, Any]]:
-    """Per task: the campaign's best minus the best peer (means over the seeds), and the goal."""
-    best = report["rows"][1]["metrics"]
+    """Per task: the pick minus the best peer (means over the seeds), and the goal."""
+    best = pick_row(report)["metrics"]
     out = {}
     for t in tasks:
         ok = [p for p in peers if t in p.get("test_auc", {})]
@@ -91,14 +97,14 @@ def table(mission: dict) -> Table:
     tasks = mission["tasks"]
     peers = (f"peers (torch-rechub, history mean-pooled, each the best of {mission['peer_trials']} trials on seed "
              f"{mission['seeds'][0]})" if mission["peers"] else "no peers run")
-    t = Table(title=f"{peers} against the campaign's best, test AUC mean ± std over seeds "
+    t = Table(title=f"{peers} against the pick, test AUC mean ± std over seeds "
                     f"{', '.join(map(str, mission['seeds']))}", title_justify="left")
     t.add_column("side", no_wrap=True)
     for task in tasks:
         t.add_column(f"{task} AUC", justify="right")
     for task in tasks:
         t.add_column(f"{task} cold AUC", justify="right")
-    best = mission["evaluate"]["rows"][1]
+    best = pick_row(mission["evaluate"])
     t.add_row(f"rectune {best['label']}", *[cell(best["metrics"].get(f"test/{x}_auc")) for x in tasks],
               *[cell(best["metrics"].get(f"test/{x}_cold_auc")) for x in tasks])
     for p in mission["peers"]:
@@ -107,7 +113,7 @@ def table(mission: dict) -> Table:
             continue
         t.add_row(f"{p['model']} ({hparams(p)})", *peer_cells(p, tasks))
     vs = mission["versus_best_peer"]
-    t.add_row(f"best − best peer (goal ≥ +{mission['goal']})",
+    t.add_row(f"pick − best peer (goal ≥ +{mission['goal']})",
               *[f"{vs[x]['difference']:+.4f} vs {vs[x]['best_peer']}: " + ("met" if vs[x]["met"] else "NOT met")
                 if x in vs else "-" for x in tasks], *[""] * len(tasks))
     return t

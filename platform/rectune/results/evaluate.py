@@ -10,11 +10,16 @@ difference from the baseline at the same seed, with a 95% t-interval over the se
 The seeds are not the campaign's own (``train.seed`` + 1 ...): the top trials were chosen on that
 seed, and a lift measured on it would include the luck of the selection.
 
-With ``ablate``, the best configuration is also retrained with one component switched off at a
+With ``K`` > 1, the **pick** is the candidate with the best mean of the campaign's objective (a
+valid metric) over the evaluation seeds: the campaign ranked its trials on one seed, and the best
+there can be luck (a winner's curse); the pick is still chosen on valid data only, never on test.
+With ``K`` = 1 the pick is the campaign's best.
+
+With ``ablate``, the pick is also retrained with one component switched off at a
 time (``ABLATIONS``: augmentation, knowledge-graph and text fusion, multi-task loss weighting);
-the **share** of the lift that a component carries is (best − best without it) / (best −
-baseline), per metric, from the means over the seeds. A component the best configuration does
-not use is reported as such, not retrained.
+the **share** of the lift that a component carries is (pick − pick without it) / (pick −
+baseline), per metric, from the means over the seeds. A component the pick does not use is
+reported as such, not retrained.
 
 Runs go to ``--out`` (default ``evaluations/<campaign>``), one run folder each; an interrupted
 evaluation run again reuses the runs that finished. The campaign folder is only read.
@@ -163,12 +168,10 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
                           f"pass --data")
     ds = open_dataset(data)
     cands = candidates(c, top)
-    unused: list[str] = []
-    if ablate:
-        extra, unused = ablations(cands[1])
-        cands += extra
     seed_list = evaluation_seeds(c, seeds)
-    for cand in cands:  # every configuration builds on this dataset before anything trains
+    # the pick is known only once the candidates have run: every candidate's ablations are checked now
+    checks = list(cands) + [a for cand in cands[1:] for a in ablations(cand)[0]] if ablate else cands
+    for cand in checks:  # every configuration builds on this dataset before anything trains
         check = RunConfig(cand.config.to_dict())
         check.set("model.kg.pretrain", 0)  # TransE pretraining runs once, in the run itself
         trainer_inputs(ds, check)
@@ -178,10 +181,12 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
     out.mkdir(parents=True, exist_ok=True)
     metrics = [f"test/{t}_auc" for t in ds.schema.tasks] + (["test/mean_auc"] if len(ds.schema.tasks) > 1 else [])
     metrics += [f"test/{t}_{kind}_auc" for kind in ("cold", "new") for t in ds.schema.tasks]
-    runs: dict[str, list[dict]] = {cand.label: [] for cand in cands}
-    started = start_ray(address)
-    try:
-        for cand in cands:
+    objective, direction = c.objectives[0], c.directions[0]
+    runs: dict[str, list[dict]] = {}
+
+    def run_all(group: list[Candidate]) -> None:
+        for cand in group:
+            runs[cand.label] = []
             for seed in seed_list:
                 run_dir = out / _slug(cand.label) / f"seed-{seed}"
                 done = run_dir / "metrics.json"
@@ -196,25 +201,60 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
                     best = result.metrics["best"]
                     console.print(f"{cand.label} seed {seed}: " + ", ".join(
                         f"{m} {best[m]:.4f}" for m in metrics if isinstance(best.get(m), (int, float))))
-                runs[cand.label].append({m: best.get(m) for m in metrics})
+                runs[cand.label].append({m: best.get(m) for m in [*metrics, objective]})
+
+    started = start_ray(address)
+    try:
+        run_all(cands)
+        chosen = pick(cands[1:], runs, objective, direction)
+        unused: list[str] = []
+        if ablate:
+            extra, unused = ablations(chosen)
+            cands += extra
+            run_all(extra)
     finally:
         if started:
             ray.shutdown()
-    report = _report(c, cands, seed_list, metrics, runs)
+    report = _report(c, cands, seed_list, metrics, runs, objective)
+    report["pick"] = {"label": chosen.label, "by": f"mean {objective} over the seeds ({direction})"}
     if ablate:
-        report["ablation"] = {"of": cands[1].label, "unused": unused, "share": shares(report)}
+        report["ablation"] = {"of": chosen.label, "unused": unused, "share": shares(report)}
     write_atomic(out / "evaluate.json", lambda p: p.write_text(json.dumps(report, indent=1, default=float)))
     report["out"] = str(out)
     return report
 
 
+def pick(top: list[Candidate], runs: dict[str, list[dict]], objective: str, direction: str) -> Candidate:
+    """The candidate with the best mean ``objective`` over its runs; the campaign's order breaks ties
+    and decides alone where a run lacks the objective."""
+    means = [objective_mean(runs[cand.label], objective) for cand in top]
+    if any(m is None for m in means):
+        return top[0]
+    sign = 1 if direction == "maximize" else -1
+    return max(zip(top, means), key=lambda cm: sign * cm[1])[0]  # max keeps the first of equals
+
+
+def objective_mean(runs: list[dict], objective: str) -> float | None:
+    """The mean of ``objective`` over one candidate's runs (None where a run lacks it)."""
+    xs = [r.get(objective) for r in runs]
+    ok = xs and all(isinstance(x, (int, float)) and not math.isnan(x) for x in xs)
+    return sum(xs) / len(xs) if ok else None
+
+
+def pick_row(report: dict) -> dict:
+    """The report's row of the pick (the campaign's best in a report written before picks existed)."""
+    label = report.get("pick", {}).get("label")
+    return next((r for r in report["rows"] if r["label"] == label), report["rows"][1])
+
+
 def _report(c: Campaign, cands: list[Candidate], seeds: list[int], metrics: list[str],
-            runs: dict[str, list[dict]]) -> dict[str, Any]:
+            runs: dict[str, list[dict]], objective: str) -> dict[str, Any]:
     base = runs[BASELINE]
     rows = []
     for cand in cands:
         row: dict[str, Any] = {"label": cand.label, "trial": cand.trial, "config": cand.config.changed(),
-                               "ablation": cand.ablation, "metrics": {}}
+                               "ablation": cand.ablation, "metrics": {},
+                               "objective": objective_mean(runs[cand.label], objective)}
         for m in metrics:
             xs = [r[m] for r in runs[cand.label]]
             bs = [r[m] for r in base]
@@ -226,14 +266,14 @@ def _report(c: Campaign, cands: list[Candidate], seeds: list[int], metrics: list
                 entry["lift"] = lift(xs, bs)
             row["metrics"][m] = entry
         rows.append(row)
-    return {"campaign": c.name, "seeds": seeds, "metrics": metrics, "rows": rows}
+    return {"campaign": c.name, "seeds": seeds, "metrics": metrics, "objective": objective, "rows": rows}
 
 
 def shares(report: dict) -> dict[str, dict[str, float]]:
-    """{component: {metric: share of the best's lift over the baseline that switching it off loses}}
+    """{component: {metric: share of the pick's lift over the baseline that switching it off loses}}
     (means over the seeds; a metric whose lift is 0 has no share)."""
     rows = report["rows"]
-    best = rows[1]["metrics"]
+    best = pick_row(report)["metrics"]
     out: dict[str, dict[str, float]] = {}
     for r in rows:
         if not r.get("ablation"):
@@ -258,11 +298,17 @@ def table(report: dict) -> Table:
                     f"{', '.join(map(str, report['seeds']))}; lift = paired difference from the baseline "
                     f"[95% CI]", title_justify="left")
     t.add_column("configuration", no_wrap=True)
+    objective = report.get("objective")
+    if objective:
+        t.add_column(f"{objective} (the pick's criterion)", justify="right")
     shown = [m for m in report["metrics"] if any(m in r["metrics"] for r in report["rows"])]
     for m in shown:
         t.add_column(m, justify="right")
+    chosen = report.get("pick", {}).get("label")
     for r in report["rows"]:
         cells = []
+        if objective:
+            cells.append("-" if r.get("objective") is None else f"{r['objective']:.4f}")
         for m in shown:
             e = r["metrics"].get(m)
             if e is None:
@@ -274,12 +320,13 @@ def table(report: dict) -> Table:
                 ci = lf["ci95"]
                 text += f"\n{lf['mean']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
             cells.append(text)
-        t.add_row(r["label"], *cells)
+        t.add_row(r["label"] + (" (pick)" if r["label"] == chosen else ""), *cells)
     abl = report.get("ablation")
+    blank = [""] if objective else []
     if abl:
         for name, share in abl["share"].items():
             t.add_row(f"share of {abl['of']}'s lift carried by {name}",
-                      *[f"{share[m]:.0%}" if m in share else "-" for m in shown])
+                      *blank, *[f"{share[m]:.0%}" if m in share else "-" for m in shown])
         for name in abl["unused"]:
-            t.add_row(f"{name}: not used by {abl['of']}", *["" for _ in shown])
+            t.add_row(f"{name}: not used by {abl['of']}", *blank, *["" for _ in shown])
     return t
