@@ -78,8 +78,10 @@ def test_the_pick_is_the_best_mean_valid_objective_over_the_seeds():
     assert pick(cands[:1], runs, "valid/mean_auc", "maximize").label == "trial-13"  # --top 1: the campaign's best
     tied = {**runs, "trial-13": runs["trial-0"]}
     assert pick(cands, tied, "valid/mean_auc", "maximize").label == "trial-13"  # equals: the campaign's order
-    gap = {**runs, "trial-0": [{"valid/mean_auc": 0.99}, {}, {"valid/mean_auc": 0.99}]}
-    assert pick(cands, gap, "valid/mean_auc", "maximize").label == "trial-13"  # a run without it: the campaign's
+    gap = {**runs, "trial-13": [{"valid/mean_auc": 0.99}, {}, {"valid/mean_auc": float("nan")}]}
+    assert pick(cands, gap, "valid/mean_auc", "minimize").label == "trial-5"  # trial-13 diverged: left out
+    none = {label: [{}] for label in runs}
+    assert pick(cands, none, "valid/mean_auc", "maximize").label == "trial-13"  # nobody has it: the campaign's
 
 
 def test_shares_and_the_peers_are_of_the_pick():

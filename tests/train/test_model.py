@@ -114,7 +114,13 @@ def test_history_text_puts_each_history_items_text_in_the_history_token(world):
         model = build_model(world, RunConfig({**sets, "model.history_text": on})).eval()
         with torch.no_grad():  # the item's text token is its own projection, however it was looked up
             tokens = model.embed(batch)
-            assert torch.allclose(tokens[:, model.modalities.index("text")], model.text(batch["item_id"]), atol=1e-6)
+            own = model.text.proj(model.text.vectors[batch["item_id"].long()])  # row by row
+            assert torch.allclose(tokens[:, model.modalities.index("text")], own, atol=1e-6)
+            # two rows look up fewer items than the catalogue holds (row by row), 64 rows more (the
+            # catalogue projected once): the same tokens either way
+            assert 64 * (1 + batch["hist_items"].shape[1]) > model.text.vectors.shape[0] > 2 * 21
+            two = model.embed({k: v[:2] for k, v in batch.items()})
+            assert torch.allclose(two, tokens[:2], atol=1e-6)
         before = _history_token(model, batch)
         model.text.vectors[item] += 1.0  # the text of one item in the histories
         after = _history_token(model, batch)

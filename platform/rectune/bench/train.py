@@ -259,12 +259,12 @@ def run(path: str | Path, seeds: int = 3, epochs: int = 5, batch_size: int = 102
 
 
 def _say(console: Console, side: str, seed: int, r: dict) -> None:
+    side = escape(f"{side:>15}")  # a variant's value may hold [list] brackets, which rich reads as markup
     if "error" in r:
-        console.print(f"  seed {seed} {side}: [red]failed[/red] {r['error']}")
+        console.print(f"  seed {seed} {side}: [red]failed[/red] {escape(r['error'])}")
         return
     auc = " ".join(f"{t} {v:.4f}" for t, v in r["test_auc"].items())
-    side = escape(side)  # a variant's value may hold [list] brackets, which rich reads as markup
-    console.print(f"  seed {seed} {side:>15}: epochs {', '.join(f'{x:.1f}' for x in r['epoch_s'])} s; "
+    console.print(f"  seed {seed} {side}: epochs {', '.join(f'{x:.1f}' for x in r['epoch_s'])} s; "
                   f"best epoch {r['best_epoch']}; test AUC {auc}; wall {r['wall_s']:.0f} s")
 
 

@@ -10,8 +10,8 @@ difference from the baseline at the same seed, with a 95% t-interval over the se
 The seeds are not the campaign's own (``train.seed`` + 1 ...): the top trials were chosen on that
 seed, and a lift measured on it would include the luck of the selection.
 
-With ``K`` > 1, the **pick** is the candidate with the best mean of the campaign's objective (a
-valid metric) over the evaluation seeds: the campaign ranked its trials on one seed, and the best
+With ``K`` > 1, the **pick** is the candidate with the best mean of the campaign's (first) objective
+(a valid metric) over the evaluation seeds: the campaign ranked its trials on one seed, and the best
 there can be luck (a winner's curse); the pick is still chosen on valid data only, never on test.
 With ``K`` = 1 the pick is the campaign's best.
 
@@ -216,7 +216,9 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
         if started:
             ray.shutdown()
     report = _report(c, cands, seed_list, metrics, runs, objective)
-    report["pick"] = {"label": chosen.label, "by": f"mean {objective} over the seeds ({direction})"}
+    scored = objective_mean(runs[chosen.label], objective) is not None
+    report["pick"] = {"label": chosen.label, "by": f"mean {objective} over the seeds ({direction})" if scored
+                      else f"the campaign's order ({objective} missing from every candidate's runs)"}
     if ablate:
         report["ablation"] = {"of": chosen.label, "unused": unused, "share": shares(report)}
     write_atomic(out / "evaluate.json", lambda p: p.write_text(json.dumps(report, indent=1, default=float)))
@@ -225,13 +227,14 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
 
 
 def pick(top: list[Candidate], runs: dict[str, list[dict]], objective: str, direction: str) -> Candidate:
-    """The candidate with the best mean ``objective`` over its runs; the campaign's order breaks ties
-    and decides alone where a run lacks the objective."""
-    means = [objective_mean(runs[cand.label], objective) for cand in top]
-    if any(m is None for m in means):
+    """The candidate with the best mean ``objective`` over its runs, among those whose every run has
+    it (a run that diverged leaves its candidate out); the campaign's order breaks ties, and decides
+    alone where no candidate has it."""
+    scored = [(cand, m) for cand in top if (m := objective_mean(runs[cand.label], objective)) is not None]
+    if not scored:
         return top[0]
     sign = 1 if direction == "maximize" else -1
-    return max(zip(top, means), key=lambda cm: sign * cm[1])[0]  # max keeps the first of equals
+    return max(scored, key=lambda cm: sign * cm[1])[0]  # max keeps the first of equals
 
 
 def objective_mean(runs: list[dict], objective: str) -> float | None:
