@@ -136,15 +136,17 @@ class TextProjection(nn.Module):
         self.register_buffer("vectors", torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)))
         self.proj = nn.Sequential(nn.Linear(vectors.shape[1], text_dim), nn.ReLU(), nn.Linear(text_dim, dim))
 
-    def catalogue(self) -> torch.Tensor:
-        """Every item's projection ``[n_items, d]`` (one pass, for look-ups of many items)."""
-        return self.proj(self.vectors)
+    def many(self, *items: torch.Tensor) -> list[torch.Tensor]:
+        """Each tensor of item ids (any shape) -> ``[*shape, d]``. Where they look up more items than
+        the catalogue holds (a history), the catalogue is projected once and looked up; otherwise
+        only the items asked for are projected."""
+        if sum(i.numel() for i in items) > self.vectors.shape[0]:
+            catalogue = self.proj(self.vectors)
+            return [catalogue[i.long()] for i in items]
+        return [self.proj(self.vectors[i.long()]) for i in items]
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """``items`` any shape of item ids -> ``[*items.shape, d]``."""
-        if items.numel() > self.vectors.shape[0]:  # a history: project the catalogue once, then look up
-            return self.catalogue()[items.long()]
-        return self.proj(self.vectors[items.long()])
+        return self.many(items)[0]
 
 
 class GraphAggregation(nn.Module):

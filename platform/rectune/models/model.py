@@ -184,23 +184,18 @@ class FusedModel(nn.Module):
                 item_emb = sp[:, self.sparse.index(self.item)]
         # the item's own id (a masked row keeps it in ITEM_KEY): its text and graph describe it
         key = batch.get(ITEM_KEY, batch[self.item]) if self.item else None
-        # with the history's text, one projection of the catalogue serves the item and its histories
-        # (when they look up more items than the catalogue holds; row by row otherwise)
-        catalogue = None
-        if self.text_sequences and (key.numel() + sum(batch[n].numel() for n in self.text_sequences)
-                                    > self.text.vectors.shape[0]):
-            catalogue = self.text.catalogue()
-        text = None
-        if catalogue is not None:
-            text = catalogue[key.long()]
-        elif self.text is not None:
-            text = self.text(key)
+        # the item's text and, with model.history_text, its histories' texts: one look-up
+        text, seq_text = None, {}
+        if self.text is not None:
+            names = sorted(self.text_sequences)
+            text, *rest = self.text.many(key, *[batch[n] for n in names])
+            seq_text = dict(zip(names, rest))
         for n in self.sequences:
             seq = batch[n]
             emb = self.embeddings.lookup(n, seq)
             target = item_emb
             if n in self.text_sequences:
-                emb = emb + (catalogue[seq.long()] if catalogue is not None else self.text(seq))
+                emb = emb + seq_text[n]
                 target = item_emb + text  # the item is a feature: side_data checks it for the text
             parts.append(self.pool[n](emb, seq > 0, target).unsqueeze(1))
         if self.dense_tokens is not None:
