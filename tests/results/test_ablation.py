@@ -73,15 +73,15 @@ def test_the_pick_is_the_best_mean_valid_objective_over_the_seeds():
     runs = {"trial-13": [{"valid/mean_auc": v} for v in (0.9182, 0.9212, 0.9213)],  # best on the campaign's seed
             "trial-0": [{"valid/mean_auc": v} for v in (0.9219, 0.9217, 0.9216)],
             "trial-5": [{"valid/mean_auc": v} for v in (0.9100, 0.9300, 0.9000)]}
-    assert pick(cands, runs, "valid/mean_auc", "maximize").label == "trial-0"
-    assert pick(cands, runs, "valid/mean_auc", "minimize").label == "trial-5"  # mean 0.9133
-    assert pick(cands[:1], runs, "valid/mean_auc", "maximize").label == "trial-13"  # --top 1: the campaign's best
+    assert pick(cands, runs, "valid/mean_auc", "maximize")[0].label == "trial-0"
+    assert pick(cands, runs, "valid/mean_auc", "minimize")[0].label == "trial-5"  # mean 0.9133
+    assert pick(cands[:1], runs, "valid/mean_auc", "maximize")[0].label == "trial-13"  # --top 1: the campaign's best
     tied = {**runs, "trial-13": runs["trial-0"]}
-    assert pick(cands, tied, "valid/mean_auc", "maximize").label == "trial-13"  # equals: the campaign's order
+    assert pick(cands, tied, "valid/mean_auc", "maximize")[0].label == "trial-13"  # equals: the campaign's order
     gap = {**runs, "trial-13": [{"valid/mean_auc": 0.99}, {}, {"valid/mean_auc": float("nan")}]}
-    assert pick(cands, gap, "valid/mean_auc", "minimize").label == "trial-5"  # trial-13 diverged: left out
+    assert pick(cands, gap, "valid/mean_auc", "minimize")[0].label == "trial-5"  # trial-13 diverged: left out
     none = {label: [{}] for label in runs}
-    assert pick(cands, none, "valid/mean_auc", "maximize").label == "trial-13"  # nobody has it: the campaign's
+    assert pick(cands, none, "valid/mean_auc", "maximize")[0].label == "trial-13"  # nobody has it: the campaign's
 
 
 def test_shares_and_the_peers_are_of_the_pick():

@@ -206,7 +206,7 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
     started = start_ray(address)
     try:
         run_all(cands)
-        chosen = pick(cands[1:], runs, objective, direction)
+        chosen, chosen_mean = pick(cands[1:], runs, objective, direction)
         unused: list[str] = []
         if ablate:
             extra, unused = ablations(chosen)
@@ -216,8 +216,8 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
         if started:
             ray.shutdown()
     report = _report(c, cands, seed_list, metrics, runs, objective)
-    scored = objective_mean(runs[chosen.label], objective) is not None
-    report["pick"] = {"label": chosen.label, "by": f"mean {objective} over the seeds ({direction})" if scored
+    report["pick"] = {"label": chosen.label, "by": f"mean {objective} over the seeds ({direction})"
+                      if chosen_mean is not None
                       else f"the campaign's order ({objective} missing from every candidate's runs)"}
     if ablate:
         report["ablation"] = {"of": chosen.label, "unused": unused, "share": shares(report)}
@@ -226,15 +226,16 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
     return report
 
 
-def pick(top: list[Candidate], runs: dict[str, list[dict]], objective: str, direction: str) -> Candidate:
-    """The candidate with the best mean ``objective`` over its runs, among those whose every run has
-    it (a run that diverged leaves its candidate out); the campaign's order breaks ties, and decides
-    alone where no candidate has it."""
+def pick(top: list[Candidate], runs: dict[str, list[dict]], objective: str,
+         direction: str) -> tuple[Candidate, float | None]:
+    """The candidate with the best mean ``objective`` over its runs, and that mean, among those whose
+    every run has it (a run that diverged leaves its candidate out); the campaign's order breaks
+    ties, and decides alone (mean None) where no candidate has it."""
     scored = [(cand, m) for cand in top if (m := objective_mean(runs[cand.label], objective)) is not None]
     if not scored:
-        return top[0]
+        return top[0], None
     sign = 1 if direction == "maximize" else -1
-    return max(scored, key=lambda cm: sign * cm[1])[0]  # max keeps the first of equals
+    return max(scored, key=lambda cm: sign * cm[1])  # max keeps the first of equals
 
 
 def objective_mean(runs: list[dict], objective: str) -> float | None:
