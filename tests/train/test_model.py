@@ -235,7 +235,8 @@ def test_esmm_ctcvr_is_the_product_of_its_towers(world, rows):
     assert run.state.history[-1]["valid/ctcvr_auc"] == run.state.history[-1]["valid/conversion_auc"]
 
 
-@pytest.mark.parametrize("sets", [{}, {"loss.weighting": "dwa", "model.mtl": "mmoe", "model.dropout": 0.2}])
+@pytest.mark.parametrize("sets", [{}, {"loss.weighting": "dwa", "model.mtl": "mmoe", "model.dropout": 0.2},
+                                  {"optim.schedule": "cosine"}])
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(world, rows, tmp_path, sets):
     config = {"train.patience": 0, **sets}
     straight = fit_local(world, RunConfig({**config, "train.epochs": 3}), data=dict(rows))
@@ -248,6 +249,18 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(world, rows, tmp_pat
     untimed = [[{k: v for k, v in h.items() if not k.endswith("time_s")} for h in s.state.history]
                for s in (resumed, straight)]
     assert untimed[0] == untimed[1]
+
+
+@pytest.mark.parametrize("schedule,factors", [("constant", [1.0, 1.0, 1.0, 1.0]),
+                                              ("cosine", [1.0, 0.8535534, 0.5, 0.1464466]),
+                                              ("linear", [1.0, 0.75, 0.5, 0.25])])
+def test_learning_rate_schedule_sets_each_epochs_rate(world, rows, schedule, factors):
+    config = RunConfig({"train.epochs": 4, "train.patience": 0, "optim.lr": 0.002, "optim.schedule": schedule})
+    run = fit_local(world, config, data=dict(rows))
+    assert [h["train/lr"] for h in run.state.history] == pytest.approx([0.002 * f for f in factors])
+    assert [g["lr"] for g in run.trainer.optimizer.param_groups] == pytest.approx([0.002 * factors[-1]] * 2)
+    with pytest.raises(ConfigError, match=r"^optim.schedule: 'step' is not one of \['constant', 'cosine', 'linear'\]$"):
+        RunConfig({"optim.schedule": "step"})
 
 
 def test_leaking_configs_are_refused(world, leaky_world):

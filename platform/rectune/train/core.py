@@ -12,6 +12,7 @@ tokens, ``g`` the gradient of the clean loss at the tokens; PGD takes ``steps`` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -30,6 +31,16 @@ Batch = dict[str, torch.Tensor]
 def _per_row_normalise(g: torch.Tensor) -> torch.Tensor:
     norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)
     return g / norm.view(-1, *([1] * (g.dim() - 1)))
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """The share of ``optim.lr`` that epoch ``epoch`` of ``epochs`` trains at."""
+    t = min(epoch, epochs) / max(epochs, 1)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "linear":
+        return 1.0 - t
+    return 1.0
 
 
 class Trainer:
@@ -59,6 +70,17 @@ class Trainer:
                                            {"params": rest, "weight_decay": config["optim.weight_decay"]}],
                                           lr=config["optim.lr"])
         self.emb_l2 = config["optim.emb_l2"]
+        self.base_lr = config["optim.lr"]
+        self.schedule, self.epochs = config["optim.schedule"], config["train.epochs"]
+
+    def set_epoch(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (``optim.schedule``) set on every parameter group; returns it.
+
+        A function of the epoch alone, so that a run resumed from a checkpoint continues on the same curve."""
+        lr = self.base_lr * lr_factor(self.schedule, epoch, self.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     # ---- one batch -------------------------------------------------------------------------
     def _autocast(self):

@@ -64,9 +64,10 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
     stop_at = state.epoch + (epochs if epochs is not None else config["train.epochs"])
     while state.epoch < stop_at and not state.stopped_early:
         torch.manual_seed(epoch_seed(seed, state.epoch))
+        lr = trainer.set_epoch(state.epoch)
         t0 = time.perf_counter()
         losses = trainer.train_epoch(data["train"].batches(config["train.batch_size"], seed=epoch_seed(seed, state.epoch)))
-        metrics = {"train/time_s": time.perf_counter() - t0}
+        metrics = {"train/time_s": time.perf_counter() - t0, "train/lr": lr}
         metrics.update({f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)})
         for split in splits:
             pred = trainer.predict(data[split].batches(config["train.eval_batch_size"]))

@@ -89,6 +89,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     while state.epoch < config["train.epochs"] and not state.stopped_early:
         epoch = state.epoch
         torch.manual_seed(epoch_seed(seed, epoch))
+        lr = trainer.set_epoch(epoch)
         if clock is not None:
             ray.get(clock.set.remote(epoch))
         t0 = time.perf_counter()
@@ -123,7 +124,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 progress.update.remote(metrics=report)
             break
         train_time = time.perf_counter() - t0
-        metrics: dict = {"epoch": epoch, "train/time_s": train_time,
+        metrics: dict = {"epoch": epoch, "train/time_s": train_time, "train/lr": lr,
                          "train/max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         metrics.update({f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)})
         metrics.update({f"loss_weights/{t}": v for t, v in zip(trainer.tasks, model.weighting.current())})
