@@ -65,15 +65,19 @@ def test_a_rerun_draws_the_same_trials_and_reuses_every_finished_run(tmp_path, m
     def fake_run_peer(peer_python, data, seed, epochs, batch_size, emb, lr, history, threads, model, extra, nice):
         assert nice == PEER_NICE  # peers share the CPU with Ray's workers on equal terms
         calls.append((lr, seed))
-        wd, do = float(extra[1]), float(extra[3])
+        wd, do, schedule = float(extra[1]), float(extra[3]), extra[extra.index("--schedule") + 1]
         v = _valid({"lr": lr, "dropout": do})
-        return {"valid_mean_auc": v, "test_auc": {"click": v}, "test_cold_auc": {}, "wd": wd, "emb": emb}
+        return {"valid_mean_auc": v, "test_auc": {"click": v}, "test_cold_auc": {}, "wd": wd, "emb": emb,
+                "schedule": schedule}
 
     monkeypatch.setattr(peer_search, "run_peer", fake_run_peer)
     first = search_peer(None, tmp_path, tmp_path / "runs", "mmoe", [1, 2], trials=5, epochs=5)
     assert len(calls) == 6 and len(list((tmp_path / "runs").glob("*.json"))) == 6
     saved = json.loads((tmp_path / "runs" / f"{run_name('mmoe', PEER_START, 1)}.json").read_text())
     assert saved["hparams"] == PEER_START and saved["wd"] == PEER_START["weight_decay"] and saved["emb"] == 16
+    assert saved["schedule"] == "constant"
+    kept = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*.json")]
+    assert all(r["schedule"] == r["hparams"]["schedule"] for r in kept)  # each run trains on its drawn schedule
     again = search_peer(None, tmp_path, tmp_path / "runs", "mmoe", [1, 2], trials=5, epochs=5)
     assert len(calls) == 6 and again == first
 
@@ -114,3 +118,12 @@ def test_bench_peers_refuses_bad_input_before_writing(tmp_path, small_world):
     r = run_cli("bench", "peers", tmp_path / "missing", "--peer-python", tmp_path / "nope", "--out", out)
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
     assert not out.exists()
+
+
+def test_a_decayed_run_is_named_by_its_schedule_and_a_constant_one_keeps_its_old_name():
+    cosine = {**PEER_START, "schedule": "cosine"}
+    assert run_name("mmoe", cosine, 1) == "mmoe-lr0.001-cosine-wd1e-05-do0-emb16-seed1"
+    # the runs kept before the schedule was searched (constant) are still found by their names
+    assert run_name("mmoe", PEER_START, 1) == "mmoe-lr0.001-wd1e-05-do0-emb16-seed1"
+    old = {k: v for k, v in PEER_START.items() if k != "schedule"}
+    assert run_name("mmoe", old, 1) == run_name("mmoe", PEER_START, 1)

@@ -156,3 +156,13 @@ def test_peer_model(model, small_world, click_only_world):
             assert math.isfinite(v) and 0.0 < v < 1.0
     assert math.isfinite(r["valid_mean_auc"])
     assert r["valid_mean_auc"] == pytest.approx(sum(r["valid_auc"].values()) / len(tasks))
+
+
+@pytest.mark.timeout(120)
+def test_peer_schedule_decays_the_learning_rate_per_epoch(small_world):
+    if not PEER_PYTHON.exists():
+        pytest.skip(f"{PEER_PYTHON} is absent (make bench-peers makes it)")
+    r = run_peer(PEER_PYTHON, small_world, 0, 2, 1024, 8, 3e-3, True, 1, timeout=110, model="esmm",
+                 extra=["--train-rows", "12000", "--schedule", "cosine"])
+    assert "error" not in r, r["error"]
+    assert r["epoch_lr"] == pytest.approx([3e-3, 1.5e-3])

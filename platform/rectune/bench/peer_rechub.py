@@ -30,7 +30,9 @@ numpy, pandas, pyarrow and sklearn only, never rectune.
 
 Every torch-rechub MLP has BatchNorm1d after each hidden linear layer (gates included), then the
 activation and dropout (``--dropout``). The optimiser is the trainers' Adam with ``--lr`` and
-``--weight-decay`` on every parameter, embeddings included.
+``--weight-decay`` on every parameter, embeddings included; ``--schedule`` decays its learning
+rate over ``--epochs`` as rectune's ``optim.schedule`` does (constant, cosine or linear in the epoch
+e of E, set at each epoch's start).
 
 Features as torch-rechub's examples build them: one ``SparseFeature`` per categorical field, one
 ``DenseFeature`` per dense field (its raw value), the behaviour history (``--history``) as a
@@ -62,6 +64,7 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import os
 import resource
 import sys
@@ -85,6 +88,12 @@ from torch_rechub.utils.data import DataGenerator  # noqa: E402
 MULTI_TASK = ("mmoe", "ple", "esmm", "shared_bottom")
 RANKING = ("deepfm", "dcn")
 COLD_THRESHOLD = 5  # rectune.data.describe.COLD_THRESHOLD
+
+
+def schedule_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """The share of ``--lr`` that epoch ``epoch`` of ``epochs`` trains at (rectune.train.core.lr_factor's rule)."""
+    t = min(epoch, epochs) / max(epochs, 1)
+    return {"cosine": 0.5 * (1.0 + math.cos(math.pi * t)), "linear": 1.0 - t}.get(schedule, 1.0)
 
 
 def _ints(text: str) -> list[int]:
@@ -238,6 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="esmm's funnel when the schema has no task_parents (default: the second task after the first)")
     ap.add_argument("--task", default=None, help="deepfm, dcn: the task to train (default: the dataset's only task)")
     ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--schedule", choices=("constant", "cosine", "linear"), default="constant",
+                    help="the learning rate over the epochs, as rectune's optim.schedule")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--train-rows", type=int, default=0, help="use only the first N training rows (tests)")
     ap.add_argument("--fields", default="", help="comma-separated: only these fields of the schema (default: all), "
@@ -309,6 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
             trainer = MTLTrainer(model, task_types=task_types, optimizer_params=opt, n_epoch=args.epochs,
                                  earlystop_patience=args.epochs, device="cpu", model_path=tmp)
         for epoch in range(args.epochs):
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = args.lr * schedule_factor(args.schedule, epoch, args.epochs)
             t = time.perf_counter()
             losses = trainer.train_one_epoch(train_dl)
             train_s = time.perf_counter() - t
@@ -317,7 +330,8 @@ def main(argv: list[str] | None = None) -> dict:
             valid = scores(predict(trainer.model, val_dl), y_val)
             eval_s = time.perf_counter() - t
             mean = float(np.mean(list(valid.values()))) if valid else float("nan")
-            history.append({"epoch": epoch, "train_s": train_s, "samples_per_s": len(y_train) / train_s,
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            history.append({"epoch": epoch, "lr": lr, "train_s": train_s, "samples_per_s": len(y_train) / train_s,
                             "eval_s": eval_s, **{f"train/{t}_loss": float(losses[out_col[t]]) for t in tasks},
                             **{f"valid/{t}_auc": v for t, v in valid.items()}, "valid/mean_auc": mean})
             if best is None or mean > history[best]["valid/mean_auc"]:
@@ -351,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
               "test_cvr": cvr, "funnel": used,
               "unused_fields": [f["name"] for f in schema["fields"] if f["name"] not in _used(model)],
               "train_rows": int(len(y_train)), "batch_size": args.batch_size, "emb": args.emb,
-              "lr": args.lr, "weight_decay": args.weight_decay, "dropout": args.dropout,
+              "lr": args.lr, "weight_decay": args.weight_decay, "dropout": args.dropout, "schedule": args.schedule,
               "params": sum(p.numel() for p in model.parameters()),
               "threads": torch.get_num_threads(), "load_s": load_s,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -2,8 +2,8 @@
 
 The mission's comparison (issue 7) asks for peers "with comparable tuning effort". Each peer gets
 ``trials`` runs drawn by Optuna's TPE sampler (fixed seed) over its own hyperparameters,
-``PEER_SPACE``: the learning rate, the weight decay, the dropout of its MLPs and the embedding
-size, the knobs rectune's campaigns search beside their components. The first trial is the
+``PEER_SPACE``: the learning rate and its schedule over the epochs, the weight decay, the dropout
+of its MLPs and the embedding size, the knobs rectune's campaigns search beside their components. The first trial is the
 peer's defaults (``PEER_START``: torch-rechub's examples), so the search keeps the untuned peer
 among its candidates. Every trial trains on the first seed; the trial with the best mean valid
 AUC (at its best epoch) is then trained on the other seeds, and those runs are the peer's figures.
@@ -38,9 +38,10 @@ PEER_SPACE: dict[str, tuple] = {
     "weight_decay": ("log", 1e-7, 1e-4),
     "dropout": ("float", 0.0, 0.3),
     "emb": ("choice", 8, 16, 32),
+    "schedule": ("choice", "constant", "cosine", "linear"),
 }
 """name: (kind, ...): "log" / "float" (low, high), "choice" (values)"""
-PEER_START = {"lr": 1e-3, "weight_decay": 1e-5, "dropout": 0.0, "emb": 16}
+PEER_START = {"lr": 1e-3, "weight_decay": 1e-5, "dropout": 0.0, "emb": 16, "schedule": "constant"}
 """torch-rechub's example settings: the search's first trial"""
 SAMPLER_SEED = 0
 PEER_NICE = 15
@@ -54,16 +55,19 @@ def peer_models(tasks: list[str]) -> tuple[str, ...]:
 
 
 def run_name(model: str, params: dict[str, Any], seed: int, fields: list[str] | None = None) -> str:
-    """The file name of one run: the model, its parameters (rounded as stored), the fields it reads
+    """The file name of one run: the model, its parameters (rounded as stored; the schedule when it is
+    not constant, so that the runs kept before it was searched keep their names), the fields it reads
     (a digest, when not all) and the seed."""
     digest = f"-f{hashlib.sha1(','.join(sorted(fields)).encode()).hexdigest()[:8]}" if fields else ""
-    return (f"{model}-lr{params['lr']:.3g}-wd{params['weight_decay']:.3g}-do{params['dropout']:.3g}"
+    schedule = params.get("schedule", "constant")
+    decay = f"-{schedule}" if schedule != "constant" else ""
+    return (f"{model}-lr{params['lr']:.3g}{decay}-wd{params['weight_decay']:.3g}-do{params['dropout']:.3g}"
             f"-emb{params['emb']}{digest}-seed{seed}")
 
 
 def _rounded(params: dict[str, Any]) -> dict[str, Any]:
     """Parameters as the runs use them: three significant digits (the file name says the same)."""
-    return {k: (v if isinstance(v, int) else float(f"{v:.3g}")) for k, v in params.items()}
+    return {k: (float(f"{v:.3g}") if isinstance(v, float) else v) for k, v in params.items()}
 
 
 def _suggest(trial) -> dict[str, Any]:
@@ -83,7 +87,8 @@ def peer_run(peer_python, data: Path, out: Path, model: str, params: dict[str, A
     f = out / f"{run_name(model, params, seed, fields)}.json"
     if f.is_file():
         return json.loads(f.read_text())
-    extra = ["--weight-decay", params["weight_decay"], "--dropout", params["dropout"]]
+    extra = ["--weight-decay", params["weight_decay"], "--dropout", params["dropout"],
+             "--schedule", params.get("schedule", "constant")]
     if fields:
         extra += ["--fields", ",".join(fields)]
     r = run_peer(peer_python, data, seed, epochs, 1024, int(params["emb"]), params["lr"], history=True, threads=1,

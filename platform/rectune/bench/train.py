@@ -142,7 +142,8 @@ def run_peer(peer_python, path, seed: int, epochs: int, batch_size: int, emb: in
     def per_task(d: dict) -> dict[str, float]:
         return {k[: -len("_auc")]: v for k, v in d.items() if k.endswith("_auc")}
 
-    return {"epoch_s": [e["train_s"] for e in r["epochs"]], "wall_s": wall, "best_epoch": r["best_epoch"],
+    return {"epoch_s": [e["train_s"] for e in r["epochs"]], "epoch_lr": [e.get("lr") for e in r["epochs"]],
+            "wall_s": wall, "best_epoch": r["best_epoch"],
             "test_auc": per_task(r["test"]), "peak_rss_mb": r["peak_rss_mb"],
             "threads": r["threads"], "params": r["params"], "versions": r["versions"],
             "model": r.get("model", model), "test_cold_auc": per_task(r.get("test_cold", {})),
