@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rectune.augment import Augmenter, register
-from rectune.batches import Batch, pad_sequences
+from rectune.batches import Batch
 from rectune.config import Params as ParamsBase
 from rectune.config import param
 from rectune.data.schema import TEXT_EMB_COLUMN
@@ -49,7 +49,7 @@ class Neighbor(Augmenter):
                 f"graph:{sorted(params.relations)}", lambda: self._graph(context, params.relations))
         else:
             self.indptr, self.indices = context.cached(f"text:{params.k}", lambda: self._text(context, params.k))
-        self.attributes = context.cached("item_attributes", lambda: _item_attributes(context))
+        self.attributes = context.cached("item_attributes", context.dataset.item_attributes)
 
     def _graph(self, context, relations):
         rel = context.dataset.relations()
@@ -112,25 +112,3 @@ def _csr(head: np.ndarray, tail: np.ndarray, n_codes: int) -> tuple[np.ndarray, 
     indptr = np.zeros(n_codes + 1, np.int64)
     np.add.at(indptr, head + 1, 1)
     return np.cumsum(indptr), tail
-
-
-def _item_attributes(context) -> dict[str, np.ndarray]:
-    """Item-side row fields (other than the item id) as arrays indexed by item code."""
-    ds, schema = context.dataset, context.schema
-    items = ds.items()
-    ids = items.column("item_id").to_numpy().astype(np.int64)
-    n = schema.field(schema.item_field).vocab_size
-    out: dict[str, np.ndarray] = {}
-    for f in schema.row_fields:
-        if f.side != "item" or f.name == schema.item_field:
-            continue
-        col = items.column(ds.item_attribute_column(f.name, items))
-        if f.kind == "sequence":
-            values = pad_sequences(col, f.max_len)
-            table = np.zeros((n, f.max_len), np.int32)
-        else:
-            values = col.to_numpy().astype(np.float32 if f.kind == "dense" else np.int32)
-            table = np.zeros(n, values.dtype)
-        table[ids] = values
-        out[f.name] = table
-    return out

@@ -232,6 +232,30 @@ class PreparedDataset:
             return field
         raise DataError.missing_column(str(self.path / ITEMS_FILE), field, items.column_names, "item attribute")
 
+    def item_attributes(self) -> dict[str, np.ndarray]:
+        """The item-side row fields other than the item id (brand, category, genre ...), each an array
+        indexed by item code, from items.parquet (code 0 and items it lacks: 0, the unknown value)."""
+        from rectune.batches import pad_sequences
+
+        schema = self.schema
+        items = self.items()
+        ids = items.column("item_id").to_numpy().astype(np.int64)
+        n = schema.field(schema.item_field).vocab_size
+        out: dict[str, np.ndarray] = {}
+        for f in schema.row_fields:
+            if f.side != "item" or f.name == schema.item_field:
+                continue
+            col = items.column(self.item_attribute_column(f.name, items))
+            if f.kind == "sequence":
+                values = pad_sequences(col, f.max_len)
+                table = np.zeros((n, f.max_len), np.int32)
+            else:
+                values = col.to_numpy().astype(np.float32 if f.kind == "dense" else np.int32)
+                table = np.zeros(n, values.dtype)
+            table[ids] = values
+            out[f.name] = table
+        return out
+
     def validate(self) -> None:
         """Read every file and check it against the schema; raise a one-line DataError if wrong."""
         for split in SPLITS:
