@@ -34,6 +34,7 @@ CONFIGS = [
     {"model.text_dim": 16},
     {"model.history": "attention", "model.text_dim": 8, "model.history_text": True, "model.history_position": True},
     {"model.history": "attention", "model.history_position": True, "model.history_layers": 2},
+    {"model.history": "attention", "model.history_attributes": True, "model.min_id_count": 5},
     {"loss.weighting": "uncertainty"},
     {"loss.weighting": "gradnorm"},
     {"loss.weighting": "dwa"},
@@ -131,6 +132,29 @@ def test_history_text_puts_each_history_items_text_in_the_history_token(world):
         assert torch.equal(changed & ~target, has & ~target) if on else not changed[~target].any()
 
 
+def test_history_attributes_put_each_history_items_attributes_in_the_history_token(world):
+    table = world.read_split("train").slice(0, 256)
+    batch = {k: torch.from_numpy(v) for k, v in table_to_batch(table, world.schema).items()}
+    item = int(batch["hist_items"][batch["hist_items"] > 0][0])
+    has = (batch["hist_items"] == item).any(1)
+    assert 0 < has.sum() < len(has)
+    model = build_model(world, RunConfig({"model.history": "attention", "model.history_attributes": True})).eval()
+    attrs = [f.name for f in world.schema.row_fields if f.side == "item" and f.kind == "sparse" and f.name != "item_id"]
+    assert model.attr_names == attrs and len(attrs) >= 2  # brand, category, shop ...
+    catalogue = world.item_attributes()
+    for i, name in enumerate(attrs):  # the catalogue's codes; the rows agree with it
+        assert np.array_equal(model.attr_codes[:, i].numpy(), catalogue[name])
+        assert torch.equal(model.attr_codes[batch["item_id"].long(), i], batch[name].long())
+    before = _history_token(model, batch)
+    brand = attrs.index("brand")
+    with torch.no_grad():  # the item is said to have another brand: only the rows whose history holds it change
+        model.attr_codes[item, brand] = model.attr_codes[item, brand] % (world.schema.field("brand").vocab_size - 1) + 1
+    changed = ~torch.isclose(before, _history_token(model, batch)).all(1)
+    assert torch.equal(changed, has)
+    assert "attr_codes" in model.state_dict()
+    assert "attr_codes" not in build_model(world, RunConfig({"model.history": "attention"})).state_dict()
+
+
 def test_history_position_makes_the_history_token_depend_on_order(world):
     table = world.read_split("train")
     table = table.slice(table.num_rows - 256)  # late rows: long histories
@@ -193,6 +217,13 @@ def test_history_layers_mix_the_history_and_never_read_its_padding(world):
      "model.history_layers: needs the history pooled (model.history mean or attention), not none"),
     ({"model.history_text": True, "model.text_dim": 8, "model.features": ["user_id", "item_id"]},
      "model.history_text: dataset 'synth-s7' has no history of item ids among the features"),
+    ({"model.history_attributes": True, "model.history": "none"},
+     "model.history_attributes: needs the history pooled (model.history mean or attention), not none"),
+    ({"model.history_attributes": True, "model.features": ["user_id", "item_id", "brand"]},
+     "model.history_attributes: dataset 'synth-s7' has no history of item ids among the features"),
+    ({"model.history_attributes": True, "model.features": ["user_id", "item_id", "hist_items"]},
+     "model.history_attributes: no item-side sparse field besides the item id among the features of dataset "
+     "'synth-s7'"),
 ])
 def test_history_options_without_text_or_history_are_refused(world, sets, expected):
     with pytest.raises(ConfigError) as e:

@@ -57,6 +57,10 @@ class ModelParams(Params):
                                    "added to the history's items before pooling")
     history_layers: int = param(0, "self-attention layers over the behaviour history before pooling (BST / "
                                 "SASRec-style; 0 = none)", low=0, high=8)
+    history_attributes: bool = param(False, "the behaviour history's items carry their item-side attributes "
+                                     "(genre, brand, category ... from items.parquet) embedded with the target's "
+                                     "attribute tables, as DIN's category history (needs a history of item ids and "
+                                     "an item-side sparse field among the features)")
     features: list[str] = param(None, "row fields used as features (empty = all)", default_factory=list)
     min_id_count: int = param(0, "a sparse id seen in fewer training rows than this is embedded as the unknown "
                               "id (0); the item's text and graph still use its own id (0 = off; 1 = ids never "
@@ -163,6 +167,15 @@ class FusedModel(nn.Module):
         # histories of item ids whose items also carry their text (model.history_text)
         self.text_sequences = (set(item_histories(schema, self.sequences))
                                if mp.history_text and self.text is not None else set())
+        # histories of item ids whose items also carry their attributes (model.history_attributes):
+        # attr_codes[item] holds each attribute's code, looked up in the attribute's own table
+        attrs = side.get("history_attributes") or {}
+        self.attr_names = [n for n in self.sparse if n in attrs]
+        self.attr_sequences = set(item_histories(schema, self.sequences)) if self.attr_names else set()
+        self.attr_index = [self.sparse.index(n) for n in self.attr_names]
+        if self.attr_names:
+            self.register_buffer("attr_codes", torch.from_numpy(
+                np.stack([attrs[n] for n in self.attr_names], axis=1).astype(np.int64)))
         fusion_cls = FUSIONS.get(config["model.fusion"], "model.fusion")
         self.fusion = fusion_cls(config.params("model.fusion", fusion_cls.Params), len(modalities), d, modalities)
         arch_cls = ARCHITECTURES.get(config["model.mtl"], "model.mtl")
@@ -196,7 +209,11 @@ class FusedModel(nn.Module):
             target = item_emb
             if n in self.text_sequences:
                 emb = emb + seq_text[n]
-                target = item_emb + text  # the item is a feature: side_data checks it for the text
+                target = target + text  # the item is a feature: side_data checks it for the text
+            if n in self.attr_sequences:
+                emb = emb + self._attributes(seq)
+                if target is not None:  # the target item's own attributes, from the row
+                    target = target + sp[:, self.attr_index].sum(1)
             parts.append(self.pool[n](emb, seq > 0, target).unsqueeze(1))
         if self.dense_tokens is not None:
             x = torch.stack([batch[n].float() for n in self.dense], dim=1)
@@ -207,6 +224,13 @@ class FusedModel(nn.Module):
             parts.append(self.graph(key, item_emb,
                                     lambda c: self.embeddings.lookup(self.item, c)).unsqueeze(1))
         return torch.cat(parts, dim=1)
+
+    def _attributes(self, seq: torch.Tensor) -> torch.Tensor:
+        """``seq`` ``[B, L]`` item codes -> the sum of their attributes' embeddings ``[B, L, d]``
+        (padding, code 0, has the unknown attributes: the pooling never reads it)."""
+        codes = self.attr_codes[seq.long()]
+        b, length, a = codes.shape
+        return self.embeddings.lookup_many(self.attr_names, codes.view(-1, a)).view(b, length, a, -1).sum(2)
 
     def head(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.mtl(self.fusion(tokens))
@@ -245,8 +269,20 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
         if not item_histories(schema, features):
             raise ConfigError(f"model.history_text: dataset '{schema.name}' has no history of item ids among "
                               f"the features")
+    if mp.history_attributes:
+        if not item_histories(schema, features):
+            raise ConfigError(f"model.history_attributes: dataset '{schema.name}' has no history of item ids among "
+                              f"the features")
+        attrs = [n for n in features if schema.field(n).side == "item" and schema.field(n).kind == "sparse"
+                 and n != schema.item_field]
+        if not attrs:
+            raise ConfigError(f"model.history_attributes: no item-side sparse field besides the item id among the "
+                              f"features of dataset '{schema.name}'")
+        table = ds.item_attributes()
+        out["history_attributes"] = {n: table[n] for n in attrs}
     for key, on in (("model.history_text", mp.history_text), ("model.history_position", mp.history_position),
-                    ("model.history_layers", mp.history_layers > 0)):
+                    ("model.history_layers", mp.history_layers > 0),
+                    ("model.history_attributes", mp.history_attributes)):
         if on and mp.history == "none":
             raise ConfigError(f"{key}: needs the history pooled (model.history mean or attention), not none")
     n_items = schema.field(schema.item_field).vocab_size if schema.item_field else 0
