@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rectune.batches import pad_sequences
 from rectune.data.schema import SPLITS, TEXT_EMB_COLUMN, Field, Schema
 from rectune.errors import DataError
 
@@ -235,8 +236,6 @@ class PreparedDataset:
     def item_attributes(self) -> dict[str, np.ndarray]:
         """The item-side row fields other than the item id (brand, category, genre ...), each an array
         indexed by item code, from items.parquet (code 0 and items it lacks: 0, the unknown value)."""
-        from rectune.batches import pad_sequences
-
         schema = self.schema
         items = self.items()
         ids = items.column("item_id").to_numpy().astype(np.int64)

@@ -263,16 +263,12 @@ def side_data(ds: PreparedDataset, config, seed: int = 0) -> dict:
         key = "model.text_dim" if mp.text_dim > 0 else "model.kg"
         raise ConfigError(f"{key}: needs the item field among the features, and dataset '{schema.name}' "
                           f"{'has none' if schema.item_field is None else 'leaves it out'}")
-    if mp.history_text:
-        if mp.text_dim == 0:
-            raise ConfigError("model.history_text: needs the item text (model.text_dim > 0)")
-        if not item_histories(schema, features):
-            raise ConfigError(f"model.history_text: dataset '{schema.name}' has no history of item ids among "
-                              f"the features")
+    if mp.history_text and mp.text_dim == 0:
+        raise ConfigError("model.history_text: needs the item text (model.text_dim > 0)")
+    for key, on in (("model.history_text", mp.history_text), ("model.history_attributes", mp.history_attributes)):
+        if on and not item_histories(schema, features):
+            raise ConfigError(f"{key}: dataset '{schema.name}' has no history of item ids among the features")
     if mp.history_attributes:
-        if not item_histories(schema, features):
-            raise ConfigError(f"model.history_attributes: dataset '{schema.name}' has no history of item ids among "
-                              f"the features")
         attrs = [n for n in features if schema.field(n).side == "item" and schema.field(n).kind == "sparse"
                  and n != schema.item_field]
         if not attrs:
