@@ -30,7 +30,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rectune.batches import pad_sequences
 from rectune.data.schema import SPLITS, TEXT_EMB_COLUMN, Field, Schema
 from rectune.errors import DataError
 
@@ -236,6 +235,10 @@ class PreparedDataset:
     def item_attributes(self) -> dict[str, np.ndarray]:
         """The item-side row fields other than the item id (brand, category, genre ...), each an array
         indexed by item code, from items.parquet (code 0 and items it lacks: 0, the unknown value)."""
+        # deferred: rectune.batches imports rectune.data.schema, which runs rectune.data's
+        # __init__ and so this module; a top-level import here is a cycle when batches comes first
+        from rectune.batches import pad_sequences
+
         schema = self.schema
         items = self.items()
         ids = items.column("item_id").to_numpy().astype(np.int64)
