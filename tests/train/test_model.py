@@ -27,6 +27,7 @@ CONFIGS = [
     {"model.mtl": "mmoe", "model.norm": "batch"},
     {"model.norm": "layer", "model.dropout": 0.1},
     {"model.mtl": "esmm"},
+    {"model.mtl": "esmm", "model.mtl.cvr_weight": 1.0},
     {"model.history": "attention"},
     {"model.history": "none"},
     {"model.kg": "mean"},
@@ -264,6 +265,50 @@ def test_esmm_ctcvr_is_the_product_of_its_towers(world, rows):
     np.testing.assert_allclose(pred["probs"][:, conv], ctr * cvr, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(pred["probs"][:, click], ctr, rtol=1e-5)
     assert run.state.history[-1]["valid/ctcvr_auc"] == run.state.history[-1]["valid/conversion_auc"]
+
+
+def test_esmm_cvr_weight_adds_the_cvr_towers_loss_on_clicked_rows(world, rows):
+    import torch.nn.functional as F
+
+    batch = next(iter(rows["train"].batches(512)))
+    tasks = list(world.schema.tasks)
+    click, conv = tasks.index("click"), tasks.index("conversion")
+    labels = torch.stack([batch[t] for t in tasks], dim=1).float()
+    clicked = labels[:, click] > 0.5
+    assert 0 < clicked.sum() < len(labels) and labels[clicked, conv].sum() > 0
+    torch.manual_seed(0)
+    model = build_model(world, RunConfig({"model.mtl": "esmm", "model.mtl.cvr_weight": 0.7}))
+    model.train()
+    model(batch)
+    own = model.mtl.conditional(model.fusion(model.embed(batch)))  # dropout 0: the same towers' logits
+    expected = 0.7 * F.binary_cross_entropy_with_logits(own[clicked, conv], labels[clicked, conv])
+    model(batch)
+    torch.testing.assert_close(model.mtl.auxiliary_loss(labels), expected)
+    assert model.mtl.auxiliary_loss(labels) is None  # used once per forward pass
+    # no clicked row in the batch: nothing to add; evaluation and cvr_weight 0: no term at all
+    model(batch)
+    no_clicks = labels.clone()
+    no_clicks[:, click] = 0
+    assert float(model.mtl.auxiliary_loss(no_clicks)) == 0.0
+    model.eval()
+    model(batch)
+    assert model.mtl.auxiliary_loss(labels) is None
+    plain = build_model(world, RunConfig({"model.mtl": "esmm"}))
+    plain.train()
+    plain(batch)
+    assert plain.mtl.auxiliary_loss(labels) is None
+
+
+def test_esmm_cvr_weight_changes_training_and_only_esmm_reads_it(world, rows):
+    runs = [fit_local(world, RunConfig({"train.epochs": 1, "model.mtl": "esmm", "model.mtl.cvr_weight": w}),
+                      data=dict(rows)) for w in (0.0, 1.0)]
+    assert runs[0].state.history[-1]["valid/conversion_auc"] != runs[1].state.history[-1]["valid/conversion_auc"]
+    # like every architecture's own key, it is inert under another architecture
+    batch = next(iter(rows["train"].batches(256)))
+    mmoe = build_model(world, RunConfig({"model.mtl": "mmoe", "model.mtl.cvr_weight": 1.0}))
+    mmoe.train()
+    mmoe(batch)
+    assert mmoe.mtl.auxiliary_loss(torch.stack([batch[t] for t in world.schema.tasks], 1).float()) is None
 
 
 @pytest.mark.parametrize("sets", [{}, {"loss.weighting": "dwa", "model.mtl": "mmoe", "model.dropout": 0.2},

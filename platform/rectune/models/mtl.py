@@ -10,7 +10,12 @@ order of the schema's tasks. A single-task dataset is a one-task case of each.
 - ``esmm``: shared bottom; for a task with a parent in the funnel (conversion after click), the
   tower predicts the conditional pCVR and the task's output is pCTCVR = pCTR · pCVR over all
   impressions (Ma et al. 2018), so it is trained on all impressions. The funnel comes from the
-  schema's ``task_parents`` or ``model.mtl.parents`` (``child:parent`` items).
+  schema's ``task_parents`` or ``model.mtl.parents`` (``child:parent`` items). With
+  ``model.mtl.cvr_weight`` > 0 the pCVR tower also gets its own loss on the parent's positive rows
+  (the naive CVR term of ESCM², Wang et al. 2022), added at that weight to the weighted task losses.
+
+An architecture may add a loss of its own (``auxiliary_loss``, from its last forward pass in
+training); the trainer adds it after the task weighting.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ class Architecture(nn.Module):
                  layer: LayerSpec, parents: dict[str, str]):
         super().__init__()
         self.tasks = tasks
+
+    def auxiliary_loss(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """A loss the architecture adds to the weighted task losses, from its last forward pass in
+        training (None: nothing; ESMM's ``cvr_weight``)."""
+        return None
 
     def towers(self, in_dim: int, tower: list[int], layer: LayerSpec) -> nn.ModuleList:
         out = []
@@ -164,6 +174,9 @@ class ESMM(SharedBottom):
     class Params(Params):
         parents: list[str] = param(None, "funnel for esmm as child:parent items (empty = the schema's task_parents)",
                                    default_factory=list)
+        cvr_weight: float = param(0.0, "weight of a loss on each child tower's own output (pCVR) against the child "
+                                  "label on the rows whose parent label is 1, added to the pCTCVR loss on all rows "
+                                  "(ESCM2's naive CVR term; 0 = ESMM as published)", low=0.0, high=10.0)
 
     def __init__(self, params, in_dim, tasks, hidden, tower, layer, parents):
         funnel = dict(parents)
@@ -182,14 +195,31 @@ class ESMM(SharedBottom):
                 raise ConfigError(f"model.mtl.parents: chains of more than two tasks are not supported ({child} -> "
                                   f"{parent} -> {funnel[parent]})")
         self.parent_index = {tasks.index(c): tasks.index(p) for c, p in funnel.items()}
+        self.cvr_weight = params.cvr_weight
+        self._raw: list[torch.Tensor] | None = None
 
     def forward(self, h):
         z = self.bottom(h)
         raw = [t(z) for t in self.heads]
+        self._raw = raw if self.training and self.cvr_weight > 0 else None
         out = list(raw)
         for c, p in self.parent_index.items():
             out[c] = log_sigmoid_to_logit(F.logsigmoid(raw[p]) + F.logsigmoid(raw[c]))
         return torch.cat(out, dim=1)
+
+    def auxiliary_loss(self, labels):
+        """``cvr_weight`` · Σ over child tasks of the BCE of the child tower's own logit against the
+        child label, averaged over the rows whose parent label is 1 (none in the batch: 0)."""
+        if self._raw is None:
+            return None
+        total = labels.new_zeros(())
+        for c, p in self.parent_index.items():
+            clicked = labels[:, p] > 0.5
+            if clicked.any():
+                total = total + F.binary_cross_entropy_with_logits(self._raw[c].float().squeeze(1)[clicked],
+                                                                   labels[clicked, c])
+        self._raw = None
+        return self.cvr_weight * total
 
     def conditional(self, h) -> torch.Tensor:
         """The towers' own logits (pCVR for a child task), for metrics on clicked rows."""

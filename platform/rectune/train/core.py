@@ -98,6 +98,9 @@ class Trainer:
         losses = self._losses(logits, labels)
         w = self.core.weighting
         total = w.combine(losses, tokens if w.needs_shared else None)
+        aux = self.core.mtl.auxiliary_loss(labels)
+        if aux is not None:
+            total = total + aux
         if self.emb_l2:
             total = total + self.emb_l2 * tokens.float().pow(2).sum() / len(labels)
         if self.adv_method != "none" and self.adv_weight > 0:
