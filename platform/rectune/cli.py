@@ -66,8 +66,11 @@ OVERWRITE = click.option("--overwrite", is_flag=True, help="replace --out if it 
 @click.option("--seed", default=0, show_default=True, type=int, help="the world is deterministic per seed")
 @click.option("--new-items", default=0.0, show_default=True, type=float,
               help="share of items launched late: absent from train, in valid and test only")
+@click.option("--conversion-shift", default=0.0, show_default=True, type=float,
+              help="added to the conversion logit among clicks (negative: rarer conversions)")
 @OVERWRITE
-def data_synth(out: Path, users: int, items: int, rows: int, seed: int, new_items: float, overwrite: bool) -> None:
+def data_synth(out: Path, users: int, items: int, rows: int, seed: int, new_items: float, conversion_shift: float,
+               overwrite: bool) -> None:
     """Generate the synthetic e-commerce world (the embedded default dataset).
 
     Users with latent tastes and profiles; items with brand, category, shop, price band and a title
@@ -78,7 +81,8 @@ def data_synth(out: Path, users: int, items: int, rows: int, seed: int, new_item
     from rectune.data.prepared import check_output_free
 
     check_output_free(out, overwrite)
-    ds = generate(SynthConfig(users=users, items=items, rows=rows, seed=seed, new_items=new_items)).write(
+    ds = generate(SynthConfig(users=users, items=items, rows=rows, seed=seed, new_items=new_items,
+                               conversion_shift=conversion_shift)).write(
         out, overwrite=overwrite)
     click.echo(f"wrote {out} ({sum(ds.schema.rows.values()):,} rows)")
 

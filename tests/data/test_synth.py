@@ -137,3 +137,23 @@ def test_new_items_launch_late_and_never_reach_the_training_split():
 def test_bad_new_item_share(share):
     with pytest.raises(ConfigError, match="--new-items"):
         generate(SynthConfig(new_items=share))
+
+
+def test_conversion_shift_makes_conversions_rarer_and_changes_nothing_else():
+    base = SynthConfig(users=300, items=400, rows=20_000, seed=2)
+    old = generate(base)
+    rare = generate(SynthConfig(**{**base.__dict__, "conversion_shift": -1.5}))
+    for split in ("train", "valid", "test"):
+        a, b = old.splits[split], rare.splits[split]
+        assert a.drop(["conversion"]).equals(b.drop(["conversion"]))
+        before, after = (t.column("conversion").to_numpy() for t in (a, b))
+        assert (after <= before).all()  # the same draws against a lower probability: a subset
+    before = np.concatenate([old.splits[s].column("conversion").to_numpy() for s in ("train", "valid", "test")])
+    after = np.concatenate([rare.splits[s].column("conversion").to_numpy() for s in ("train", "valid", "test")])
+    assert 0 < after.sum() < 0.5 * before.sum(), (after.sum(), before.sum())
+
+
+@pytest.mark.parametrize("shift", [-11.0, 10.5, float("nan")])
+def test_bad_conversion_shift(shift):
+    with pytest.raises(ConfigError, match=r"^--conversion-shift .*: expected a logit offset in \[-10, 10\]$"):
+        generate(SynthConfig(conversion_shift=shift))

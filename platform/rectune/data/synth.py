@@ -22,7 +22,14 @@ that later ablations know where each component should help:
   a model can score them by their title and graph neighbours, and by the unknown id's embedding
   when it embeds ids it never trained as the unknown id (``model.min_id_count`` >= 1) and trains
   that embedding with sample augmentation (item-id masking): the one place in this world where the
-  generator says masking should help.
+  generator says masking should help;
+- ``conversion_shift`` is added to the conversion logit (0: the world as it was). Negative values
+  make conversion rarer; the draws are the same, so the shifted world's conversions are a subset
+  of the unshifted world's, and everything else is identical. With rare conversions a fixed equal
+  weighting leaves conversion a small share of the shared layers' gradient, while conversion alone
+  asks for what click never does (the price band against the user's price sensitivity): the place
+  where a weighting that raises the rare task's weight (``uncertainty``, ``gradnorm``) should help
+  conversion.
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ class SynthConfig:
     max_neighbors: int = 20
     new_items: float = 0.0
     """the share of items that launch late (valid and test only); 0 leaves the world as it was"""
+    conversion_shift: float = 0.0
+    """added to the conversion logit among clicks; negative: rarer conversions; 0: the world as it was"""
 
     def resolved(self) -> "SynthConfig":
         for name in ("users", "items", "rows"):
@@ -94,6 +103,8 @@ class SynthConfig:
         shops = self.shops or max(3, self.items // 50)
         if not 0.0 <= self.new_items < 1.0:
             raise ConfigError(f"--new-items {self.new_items}: expected a share in [0, 1)")
+        if not -10.0 <= self.conversion_shift <= 10.0:
+            raise ConfigError(f"--conversion-shift {self.conversion_shift}: expected a logit offset in [-10, 10]")
         if brands > len(_BRAND_A) * len(_BRAND_B):
             raise ConfigError(f"brands {brands}: expected at most {len(_BRAND_A) * len(_BRAND_B)}")
         return SynthConfig(**{**asdict(self), "brands": brands, "shops": shops})
@@ -166,7 +177,8 @@ def generate(config: SynthConfig | None = None) -> DatasetTables:
     affinity = cfg.affinity_scale * np.einsum("nd,nd->n", u[ru], v[ri]) / np.sqrt(d)
     click_p = _sigmoid(affinity + quality[ri] + propensity[ru] + 2.0 * discount - 2.2)
     click = (rng.random(n) < click_p).astype(np.int8)
-    conv_p = _sigmoid(0.8 * affinity - sensitivity[ru] * (price_band[ri] - 2.0) + 2.5 * discount - 3.0)
+    conv_p = _sigmoid(0.8 * affinity - sensitivity[ru] * (price_band[ri] - 2.0) + 2.5 * discount - 3.0
+                      + cfg.conversion_shift)
     conversion = (click.astype(bool) & (rng.random(n) < conv_p)).astype(np.int8)
 
     user_codes, item_codes = ru.astype(np.int32) + 1, ri.astype(np.int32) + 1
