@@ -25,11 +25,10 @@ that later ablations know where each component should help:
   generator says masking should help;
 - ``conversion_shift`` is added to the conversion logit (0: the world as it was). Negative values
   make conversion rarer; the draws are the same, so the shifted world's conversions are a subset
-  of the unshifted world's, and everything else is identical. With rare conversions a fixed equal
-  weighting leaves conversion a small share of the shared layers' gradient, while conversion alone
-  asks for what click never does (the price band against the user's price sensitivity): the place
-  where a weighting that raises the rare task's weight (``uncertainty``, ``gradnorm``) should help
-  conversion.
+  of the unshifted world's, and everything else is identical. Rare conversions set the two tasks'
+  losses far apart (a fixed equal sum gives conversion a small share of the shared layers'
+  gradient, while conversion alone asks for the price band against the user's price sensitivity):
+  the world where a learned task weighting has the most to change (BENCHMARKS.md measures it).
 """
 
 from __future__ import annotations
