@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rectune.batches import ITEM_KEY, table_to_batch
 from rectune.data.prepared import open_dataset
@@ -268,8 +269,6 @@ def test_esmm_ctcvr_is_the_product_of_its_towers(world, rows):
 
 
 def test_esmm_cvr_weight_adds_the_cvr_towers_loss_on_clicked_rows(world, rows):
-    import torch.nn.functional as F
-
     batch = next(iter(rows["train"].batches(512)))
     tasks = list(world.schema.tasks)
     click, conv = tasks.index("click"), tasks.index("conversion")
@@ -279,24 +278,18 @@ def test_esmm_cvr_weight_adds_the_cvr_towers_loss_on_clicked_rows(world, rows):
     torch.manual_seed(0)
     model = build_model(world, RunConfig({"model.mtl": "esmm", "model.mtl.cvr_weight": 0.7}))
     model.train()
-    model(batch)
+    logits = model(batch)
     own = model.mtl.conditional(model.fusion(model.embed(batch)))  # dropout 0: the same towers' logits
     expected = 0.7 * F.binary_cross_entropy_with_logits(own[clicked, conv], labels[clicked, conv])
-    model(batch)
-    torch.testing.assert_close(model.mtl.auxiliary_loss(labels), expected)
-    assert model.mtl.auxiliary_loss(labels) is None  # used once per forward pass
-    # no clicked row in the batch: nothing to add; evaluation and cvr_weight 0: no term at all
-    model(batch)
+    torch.testing.assert_close(model.mtl.auxiliary_loss(logits, labels), expected)
+    # a function of the outputs and labels alone: the same again
+    torch.testing.assert_close(model.mtl.auxiliary_loss(logits, labels), expected, rtol=0, atol=0)
+    # no clicked row in the batch: nothing to add; cvr_weight 0: no term at all
     no_clicks = labels.clone()
     no_clicks[:, click] = 0
-    assert float(model.mtl.auxiliary_loss(no_clicks)) == 0.0
-    model.eval()
-    model(batch)
-    assert model.mtl.auxiliary_loss(labels) is None
+    assert float(model.mtl.auxiliary_loss(logits, no_clicks)) == 0.0
     plain = build_model(world, RunConfig({"model.mtl": "esmm"}))
-    plain.train()
-    plain(batch)
-    assert plain.mtl.auxiliary_loss(labels) is None
+    assert plain.mtl.auxiliary_loss(plain(batch), labels) is None
 
 
 def test_esmm_cvr_weight_changes_training_and_only_esmm_reads_it(world, rows):
@@ -306,9 +299,8 @@ def test_esmm_cvr_weight_changes_training_and_only_esmm_reads_it(world, rows):
     # like every architecture's own key, it is inert under another architecture
     batch = next(iter(rows["train"].batches(256)))
     mmoe = build_model(world, RunConfig({"model.mtl": "mmoe", "model.mtl.cvr_weight": 1.0}))
-    mmoe.train()
-    mmoe(batch)
-    assert mmoe.mtl.auxiliary_loss(torch.stack([batch[t] for t in world.schema.tasks], 1).float()) is None
+    labels = torch.stack([batch[t] for t in world.schema.tasks], 1).float()
+    assert mmoe.mtl.auxiliary_loss(mmoe(batch), labels) is None
 
 
 @pytest.mark.parametrize("sets", [{}, {"loss.weighting": "dwa", "model.mtl": "mmoe", "model.dropout": 0.2},

@@ -14,8 +14,8 @@ order of the schema's tasks. A single-task dataset is a one-task case of each.
   ``model.mtl.cvr_weight`` > 0 the pCVR tower also gets its own loss on the parent's positive rows
   (the naive CVR term of ESCM², Wang et al. 2022), added at that weight to the weighted task losses.
 
-An architecture may add a loss of its own (``auxiliary_loss``, from its last forward pass in
-training); the trainer adds it after the task weighting.
+An architecture may add a loss of its own (``auxiliary_loss``, a function of its output logits
+and the labels); the trainer adds it after the task weighting.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ class Architecture(nn.Module):
         super().__init__()
         self.tasks = tasks
 
-    def auxiliary_loss(self, labels: torch.Tensor) -> torch.Tensor | None:
-        """A loss the architecture adds to the weighted task losses, from its last forward pass in
-        training (None: nothing; ESMM's ``cvr_weight``)."""
+    def auxiliary_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """A loss the architecture adds to the weighted task losses, from its output ``logits``
+        ``[B, n_tasks]`` and the ``labels`` (None: nothing; ESMM's ``cvr_weight``)."""
         return None
 
     def towers(self, in_dim: int, tower: list[int], layer: LayerSpec) -> nn.ModuleList:
@@ -196,29 +196,28 @@ class ESMM(SharedBottom):
                                   f"{parent} -> {funnel[parent]})")
         self.parent_index = {tasks.index(c): tasks.index(p) for c, p in funnel.items()}
         self.cvr_weight = params.cvr_weight
-        self._raw: list[torch.Tensor] | None = None
 
     def forward(self, h):
         z = self.bottom(h)
         raw = [t(z) for t in self.heads]
-        self._raw = raw if self.training and self.cvr_weight > 0 else None
         out = list(raw)
         for c, p in self.parent_index.items():
             out[c] = log_sigmoid_to_logit(F.logsigmoid(raw[p]) + F.logsigmoid(raw[c]))
         return torch.cat(out, dim=1)
 
-    def auxiliary_loss(self, labels):
-        """``cvr_weight`` · Σ over child tasks of the BCE of the child tower's own logit against the
-        child label, averaged over the rows whose parent label is 1 (none in the batch: 0)."""
-        if self._raw is None:
+    def auxiliary_loss(self, logits, labels):
+        """``cvr_weight`` · Σ over child tasks of the BCE of the child tower's own pCVR against the
+        child label, averaged over the rows whose parent label is 1 (none in the batch: 0). pCVR is
+        read off the outputs: log pCVR = log pCTCVR − log pCTR."""
+        if self.cvr_weight == 0:
             return None
+        logits = logits.float()
         total = labels.new_zeros(())
         for c, p in self.parent_index.items():
             clicked = labels[:, p] > 0.5
             if clicked.any():
-                total = total + F.binary_cross_entropy_with_logits(self._raw[c].float().squeeze(1)[clicked],
-                                                                   labels[clicked, c])
-        self._raw = None
+                cvr = log_sigmoid_to_logit(F.logsigmoid(logits[clicked, c]) - F.logsigmoid(logits[clicked, p]))
+                total = total + F.binary_cross_entropy_with_logits(cvr, labels[clicked, c])
         return self.cvr_weight * total
 
     def conditional(self, h) -> torch.Tensor:

@@ -98,7 +98,7 @@ class Trainer:
         losses = self._losses(logits, labels)
         w = self.core.weighting
         total = w.combine(losses, tokens if w.needs_shared else None)
-        aux = self.core.mtl.auxiliary_loss(labels)
+        aux = self.core.mtl.auxiliary_loss(logits, labels)
         if aux is not None:
             total = total + aux
         if self.emb_l2:
