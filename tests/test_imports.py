@@ -21,7 +21,7 @@ PACKAGE_DIR = Path(rectune.__file__).parent
 OTHER_ENVIRONMENT = {"rectune.bench.peer_rechub"}
 
 CHECK = r"""
-import importlib, sys, traceback
+import importlib, sys
 failed = []
 for name in sys.argv[1:]:
     for loaded in [m for m in sys.modules if m == "rectune" or m.startswith("rectune.")]:
