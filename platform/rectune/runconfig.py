@@ -81,6 +81,9 @@ class OptimParams(Params):
     lr: float = param(1e-3, "Adam learning rate", low=1e-6, high=1.0)
     weight_decay: float = param(0.0, "L2 penalty on the dense layers (not on the embeddings)", low=0.0, high=1.0)
     emb_l2: float = param(0.0, "L2 penalty on the embedding rows used by each batch", low=0.0, high=1.0)
+    ema: float = param(0.0, "decay of an exponential moving average of the weights, updated after every step "
+                       "(warmed up as min(ema, (1+t)/(10+t)) at step t); valid and test score the average and "
+                       "the best epoch keeps it (0 = off: the weights as trained)", low=0.0, high=0.9999)
     schedule: str = param("constant", "learning rate over the epochs: constant, cosine (lr·½(1+cos(π·e/E))) or "
                           "linear (lr·(1−e/E)) in epoch e of E = train.epochs, set at each epoch's start",
                           choices=("constant", "cosine", "linear"))

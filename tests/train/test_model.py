@@ -13,6 +13,7 @@ from rectune.data.prepared import open_dataset
 from rectune.errors import ConfigError, DataError
 from rectune.models.model import build_model
 from rectune.runconfig import RunConfig
+from rectune.train.core import Trainer
 from rectune.train.local import fit_local
 from rectune.train.tensors import TensorRows
 
@@ -42,6 +43,7 @@ CONFIGS = [
     {"loss.weighting": "dwa"},
     {"augment.adversarial.method": "fgm", "augment.adversarial.eps": 0.1},
     {"augment.adversarial.method": "pgd", "augment.adversarial.eps": 0.1, "augment.adversarial.steps": 2},
+    {"optim.ema": 0.9},
 ]
 
 
@@ -304,7 +306,7 @@ def test_esmm_cvr_weight_changes_training_and_only_esmm_reads_it(world, rows):
 
 
 @pytest.mark.parametrize("sets", [{}, {"loss.weighting": "dwa", "model.mtl": "mmoe", "model.dropout": 0.2},
-                                  {"optim.schedule": "cosine"}])
+                                  {"optim.schedule": "cosine"}, {"optim.ema": 0.95, "model.norm": "batch"}])
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(world, rows, tmp_path, sets):
     config = {"train.patience": 0, **sets}
     straight = fit_local(world, RunConfig({**config, "train.epochs": 3}), data=dict(rows))
@@ -317,6 +319,48 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(world, rows, tmp_pat
     untimed = [[{k: v for k, v in h.items() if not k.endswith("time_s")} for h in s.state.history]
                for s in (resumed, straight)]
     assert untimed[0] == untimed[1]
+    for k, v in straight.best_weights.items():
+        torch.testing.assert_close(resumed.best_weights[k], v, rtol=0, atol=0)
+
+
+def test_ema_is_the_warmed_up_average_of_every_steps_weights_and_what_is_scored(world, rows):
+    config = RunConfig({"train.epochs": 2, "train.patience": 0, "optim.ema": 0.9, "model.norm": "batch"})
+    model = build_model(world, config, seed=0)
+    trainer = Trainer(model, config)
+    expected, t = None, 0
+    for batch in list(rows["train"].batches(256, seed=1))[:12]:
+        trainer.train_batch(batch)
+        t += 1
+        now = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if expected is None:
+            expected = now
+            continue
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = {k: d * e + (1 - d) * now[k] if e.is_floating_point() else now[k] for k, e in expected.items()}
+    assert trainer.ema_steps == 12
+    for k, v in expected.items():
+        torch.testing.assert_close(trainer.ema[k], v)
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert any(not torch.equal(trained[k], v) for k, v in expected.items() if v.is_floating_point())
+
+    pred = trainer.predict(rows["valid"].batches(512))
+    for k, v in trained.items():  # scoring leaves the weights as trained in the model
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+    averaged = build_model(world, RunConfig({"model.norm": "batch"}), seed=0)
+    averaged.load_state_dict(trainer.scored_state())
+    plain = Trainer(averaged, RunConfig({"model.norm": "batch"})).predict(rows["valid"].batches(512))
+    np.testing.assert_array_equal(pred["probs"], plain["probs"])
+    own = Trainer(model, RunConfig({"model.norm": "batch"})).predict(rows["valid"].batches(512))
+    assert not np.allclose(own["probs"], pred["probs"])
+
+
+def test_the_best_epoch_keeps_the_average_that_was_scored(world, rows):
+    run = fit_local(world, RunConfig({"train.epochs": 1, "optim.ema": 0.99}), data=dict(rows))
+    assert run.state.best_epoch == 0  # the only epoch: its best weights are the average as it ends
+    for k, v in run.trainer.ema.items():
+        torch.testing.assert_close(run.best_weights[k], v, rtol=0, atol=0)
+    trained = run.model.state_dict()
+    assert any(not torch.equal(trained[k], v) for k, v in run.best_weights.items() if v.is_floating_point())
 
 
 @pytest.mark.parametrize("schedule,factors", [("constant", [1.0, 1.0, 1.0, 1.0]),
@@ -347,6 +391,7 @@ def test_leaking_configs_are_refused(world, leaky_world):
     ({"model.mtl": "aitm"}, r"model.mtl: 'aitm' is not one of"),
     ({"model.mtl.experts": 0}, r"model.mtl.experts: 0 is out of range"),
     ({"model.min_id_count": -1}, r"model.min_id_count: -1 is out of range"),
+    ({"optim.ema": 1.0}, r"^optim.ema: 1.0 is out of range; expected a value in \[0.0, 0.9999\]$"),
     ({"loss.weights.like": 2.0}, r"loss.weights.like: the dataset has no task 'like'; tasks: click, conversion"),
     ({"model.features": ["user_id", "colour"]}, r"model.features: no field 'colour'"),
 ])

@@ -8,10 +8,16 @@ Adversarial augmentation (``augment.adversarial.*``): FGM adds ``eps · g / ‖g
 tokens, ``g`` the gradient of the clean loss at the tokens; PGD takes ``steps`` such steps of size
 ``2.5 · eps / steps`` projected onto the ``eps`` ball. The loss on the perturbed tokens, times
 ``weight``, is added to the clean loss; its gradient reaches the embeddings too.
+
+Weight averaging (``optim.ema``): an exponential moving average of the model's state (parameters
+and float buffers such as BatchNorm's statistics), updated after every optimiser step with decay
+``min(ema, (1+t)/(10+t))`` at step t, so that the first steps' weights fade fast. Training goes on
+from the weights as trained; ``predict`` scores the average, and the best epoch keeps it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -22,6 +28,7 @@ from torch.nn import functional as F
 
 from rectune.models.model import FusedModel
 from rectune.models.mtl import ESMM
+from rectune.train import checkpoint as ckpt
 from rectune.train.metrics import better, task_metrics, weighted
 from rectune.train.tensors import NEW_ITEM, WARM_ITEM
 
@@ -72,6 +79,10 @@ class Trainer:
         self.emb_l2 = config["optim.emb_l2"]
         self.base_lr = config["optim.lr"]
         self.schedule, self.epochs = config["optim.schedule"], config["train.epochs"]
+        self.ema_decay = config["optim.ema"]
+        self.ema_steps = 0
+        self.ema: dict[str, torch.Tensor] | None = None
+        """The weight average; starts at the first step's weights (after any broadcast or restore)."""
 
     def set_epoch(self, epoch: int) -> float:
         """The learning rate of ``epoch`` (``optim.schedule``) set on every parameter group; returns it.
@@ -111,7 +122,62 @@ class Trainer:
             self._sync_gradients()
         self.optimizer.step()
         w.after_step()
+        if self.ema_decay > 0:
+            self._update_ema()
         return losses.detach()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        self.ema_steps += 1
+        if self.ema is None:
+            self.ema = {k: v.detach().clone() for k, v in self.core.state_dict().items()}
+            return
+        d = min(self.ema_decay, (1 + self.ema_steps) / (10 + self.ema_steps))
+        for k, v in self.core.state_dict().items():
+            e = self.ema[k]
+            if e.is_floating_point():
+                e.lerp_(v.to(e.dtype), 1.0 - d)
+            else:
+                e.copy_(v)
+
+    @contextlib.contextmanager
+    def scored_weights(self):
+        """Inside the block the model holds the weights that are scored: ``optim.ema``'s average, or
+        the weights as trained when it is off; the weights as trained are back afterwards."""
+        if self.ema is None:
+            yield
+            return
+        trained = {k: v.detach().clone() for k, v in self.core.state_dict().items()}
+        self.core.load_state_dict(self.ema)
+        try:
+            yield
+        finally:
+            self.core.load_state_dict(trained)
+
+    def scored_state(self) -> dict[str, torch.Tensor]:
+        """A copy (on the CPU) of the weights that ``predict`` scores: what the best epoch keeps."""
+        state = self.ema if self.ema is not None else self.core.state_dict()
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save(self, folder, loop: "LoopState", config: dict, fingerprint: str, best: dict | None,
+             extra: dict | None = None) -> None:
+        ema = None if self.ema is None else {"steps": torch.tensor(self.ema_steps), "weights": self.ema}
+        ckpt.save(folder, self.core, self.optimizer, loop.to_dict(), config, fingerprint,
+                  best if best is not None else self.scored_state(), extra=extra, ema=ema)
+
+    def restore(self, folder) -> tuple["LoopState", dict]:
+        """Load a checkpoint's weights, optimiser state and weight average; returns its loop state
+        and best weights. Without an average in the checkpoint (saved with ``optim.ema`` off), the
+        average starts at the next step."""
+        meta = ckpt.read_state(folder)
+        self.core.load_state_dict(ckpt.load_weights(folder, "model"))
+        self.optimizer.load_state_dict(ckpt.load_optimizer(folder))
+        saved = ckpt.load_ema(folder) if self.ema_decay > 0 else None
+        if saved is not None:
+            self.ema = {k: v.to(self.device) for k, v in saved["weights"].items()}
+            self.ema_steps = int(saved["steps"])
+        return LoopState.from_dict(meta["loop"]), ckpt.load_weights(folder, "best")
 
     def _sync_gradients(self) -> None:
         import torch.distributed as dist
@@ -171,6 +237,10 @@ class Trainer:
     @torch.no_grad()
     def predict(self, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
         """Probabilities per task (and ESMM's conditional ones), labels, users and items of every row."""
+        with self.scored_weights():
+            return self._predict(batches)
+
+    def _predict(self, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
         self.model.eval()
         core = self.core
         out: dict[str, list] = {"probs": [], "labels": [], "users": [], "items": [], "conditional": [], "rows": []}

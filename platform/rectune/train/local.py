@@ -16,7 +16,6 @@ import torch
 
 from rectune.data.prepared import PreparedDataset
 from rectune.models.model import FusedModel, build_model, schema_fingerprint, side_data
-from rectune.train import checkpoint as ckpt
 from rectune.train.core import LoopState, Trainer, epoch_seed, evaluate
 from rectune.train.metrics import metric_weights
 from rectune.train.tensors import TensorRows, train_item_status
@@ -49,11 +48,7 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
     trainer = Trainer(model, config)
     state, best = LoopState(), None
     if resume_from is not None:
-        meta = ckpt.read_state(resume_from)
-        model.load_state_dict(ckpt.load_weights(resume_from, "model"))
-        trainer.optimizer.load_state_dict(ckpt.load_optimizer(resume_from))
-        best = ckpt.load_weights(resume_from, "best")
-        state = LoopState.from_dict(meta["loop"])
+        state, best = trainer.restore(resume_from)
     data = data or {}
     for split in ("train",) + tuple(splits):
         if split not in data:
@@ -73,8 +68,7 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
             pred = trainer.predict(data[split].batches(config["train.eval_batch_size"]))
             metrics.update(evaluate(split, pred, model, item_status, parents, weights))
         if state.update(config["train.metric"], metrics, config["train.patience"]):
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best = trainer.scored_state()
     if checkpoint_to is not None:
-        ckpt.save(checkpoint_to, model, trainer.optimizer, state.to_dict(), config.to_dict(),
-                  schema_fingerprint(ds.schema), best)
+        trainer.save(checkpoint_to, state, config.to_dict(), schema_fingerprint(ds.schema), best)
     return LocalRun(model, trainer, state, best)

@@ -4,7 +4,7 @@ Run folder (``--out``)::
 
     config.yaml      the resolved configuration (every key; `rectune train --config` takes it)
     metrics.json     per-epoch metrics, the best epoch and its metrics (valid and test)
-    checkpoint/      the last checkpoint: best.pt (best epoch's weights), model.pt, optim.pt, state.json
+    checkpoint/      the last checkpoint: best.pt (best epoch's weights), model.pt, optim.pt, ema.pt (optim.ema), state.json
     ray/             Ray Train's own storage (checkpoints as reported; a rerun with --resume uses it)
 
 Ray: a local Ray is started (dashboard off, nothing bound beyond 127.0.0.1) unless ``address``

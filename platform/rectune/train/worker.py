@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from rectune.pipeline import torch_batches
-from rectune.train import checkpoint as ckpt
 from rectune.train.core import LoopState, Trainer, epoch_seed, evaluate
 from rectune.train.metrics import metric_weights
 from rectune.train.tensors import TensorRows
@@ -52,11 +51,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
-            meta = ckpt.read_state(d)
-            model.load_state_dict(ckpt.load_weights(d, "model"))
-            trainer.optimizer.load_state_dict(ckpt.load_optimizer(d))
-            best_weights = ckpt.load_weights(d, "best")
-            state = LoopState.from_dict(meta["loop"])
+            state, best_weights = trainer.restore(d)
     elif world > 1:
         import torch.distributed as dist
 
@@ -138,7 +133,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             metrics["eval/time_s"] = time.perf_counter() - t0 - train_time
             improved = state.update(metric, metrics, patience)
             if improved:
-                best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best_weights = trainer.scored_state()
             metrics.update({"best_epoch": state.best_epoch, f"best/{metric}": state.best,
                             "stopped_early": state.stopped_early})
             if state.best_epoch >= 0:  # other metrics at the best epoch (a multi-objective search's values)
@@ -157,8 +152,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 state = LoopState.from_dict(loop)
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                ckpt.save(tmp, model, trainer.optimizer, state.to_dict(), cfg["config"], cfg["fingerprint"],
-                          best_weights, extra={"side_meta": cfg.get("side_meta", {}), "data": cfg["data"]})
+                trainer.save(tmp, state, cfg["config"], cfg["fingerprint"], best_weights,
+                             extra={"side_meta": cfg.get("side_meta", {}), "data": cfg["data"]})
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
