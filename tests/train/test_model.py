@@ -260,14 +260,49 @@ def test_min_id_count_embeds_rare_ids_as_unknown(world):
     assert (rows == e.offsets["user_id"]).sum() == len(unseen)
 
 
-def test_esmm_ctcvr_is_the_product_of_its_towers(world, rows):
-    run = fit_local(world, RunConfig({"train.epochs": 1, "model.mtl": "esmm"}), data=dict(rows))
+FUNNELS = [{"model.mtl": "esmm"}, {"model.mtl": "mmoe", "model.mtl.funnel": True},
+           {"model.mtl": "ple", "model.mtl.funnel": True}, {"model.mtl": "shared_bottom", "model.mtl.funnel": True}]
+
+
+@pytest.mark.parametrize("sets", FUNNELS, ids=lambda s: "+".join(str(v) for v in s.values()))
+def test_the_funnel_makes_ctcvr_the_product_of_the_towers(world, rows, sets):
+    run = fit_local(world, RunConfig({"train.epochs": 1, **sets}), data=dict(rows))
     pred = run.trainer.predict(rows["valid"].batches(4096))
     click, conv = run.model.tasks.index("click"), run.model.tasks.index("conversion")
     ctr, cvr = pred["conditional"][:, click], pred["conditional"][:, conv]
     np.testing.assert_allclose(pred["probs"][:, conv], ctr * cvr, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(pred["probs"][:, click], ctr, rtol=1e-5)
     assert run.state.history[-1]["valid/ctcvr_auc"] == run.state.history[-1]["valid/conversion_auc"]
+    assert "valid/conversion_cvr_auc" in run.state.history[-1]
+
+
+def test_without_the_funnel_an_architecture_predicts_each_task_on_its_own(world, rows):
+    run = fit_local(world, RunConfig({"train.epochs": 1, "model.mtl": "mmoe"}), data=dict(rows))
+    pred = run.trainer.predict(rows["valid"].batches(4096))
+    assert "conditional" not in pred and not run.model.mtl.has_funnel
+    assert "valid/ctcvr_auc" not in run.state.history[-1]
+    # each task's output is its own tower's; with the funnel the child's is not
+    batch = next(iter(rows["valid"].batches(512)))
+    for sets, same in (({"model.mtl": "mmoe"}, True), ({"model.mtl": "mmoe", "model.mtl.funnel": True}, False)):
+        model = build_model(world, RunConfig(sets)).eval()
+        with torch.no_grad():
+            h = model.fusion(model.embed(batch))
+            assert torch.allclose(model.mtl(h), model.mtl.conditional(h)) is same
+
+
+@pytest.mark.parametrize("sets", [{"model.mtl": "esmm"}, {"model.mtl": "mmoe", "model.mtl.funnel": True}])
+def test_a_funnel_without_a_parent_task_is_refused(world, tmp_path, sets):
+    import dataclasses
+    import shutil
+
+    from rectune.data.prepared import replace_files
+
+    shutil.copytree(world.path, tmp_path / "w")
+    flat = replace_files(open_dataset(tmp_path / "w"), dataclasses.replace(world.schema, task_parents={}), {})
+    what = "model.mtl: esmm" if sets["model.mtl"] == "esmm" else "model.mtl.funnel"
+    with pytest.raises(ConfigError, match=rf"^{what} needs a funnel .* set model.mtl.parents=\[child:parent\]$"):
+        build_model(flat, RunConfig(sets))
+    build_model(flat, RunConfig({**sets, "model.mtl.parents": ["conversion:click"]}))  # given by the config
 
 
 def test_esmm_cvr_weight_adds_the_cvr_towers_loss_on_clicked_rows(world, rows):
@@ -298,11 +333,13 @@ def test_esmm_cvr_weight_changes_training_and_only_esmm_reads_it(world, rows):
     runs = [fit_local(world, RunConfig({"train.epochs": 1, "model.mtl": "esmm", "model.mtl.cvr_weight": w}),
                       data=dict(rows)) for w in (0.0, 1.0)]
     assert runs[0].state.history[-1]["valid/conversion_auc"] != runs[1].state.history[-1]["valid/conversion_auc"]
-    # like every architecture's own key, it is inert under another architecture
+    # without the funnel another architecture has no pCVR tower: the key is inert; with it, it adds the term
     batch = next(iter(rows["train"].batches(256)))
-    mmoe = build_model(world, RunConfig({"model.mtl": "mmoe", "model.mtl.cvr_weight": 1.0}))
     labels = torch.stack([batch[t] for t in world.schema.tasks], 1).float()
+    mmoe = build_model(world, RunConfig({"model.mtl": "mmoe", "model.mtl.cvr_weight": 1.0}))
     assert mmoe.mtl.auxiliary_loss(mmoe(batch), labels) is None
+    mmoe = build_model(world, RunConfig({"model.mtl": "mmoe", "model.mtl.funnel": True, "model.mtl.cvr_weight": 1.0}))
+    assert float(mmoe.mtl.auxiliary_loss(mmoe(batch), labels).detach()) > 0
 
 
 @pytest.mark.parametrize("sets", [{}, {"loss.weighting": "dwa", "model.mtl": "mmoe", "model.dropout": 0.2},

@@ -13,6 +13,10 @@ order of the schema's tasks. A single-task dataset is a one-task case of each.
   schema's ``task_parents`` or ``model.mtl.parents`` (``child:parent`` items). With
   ``model.mtl.cvr_weight`` > 0 the pCVR tower also gets its own loss on the parent's positive rows
   (the naive CVR term of ESCM², Wang et al. 2022), added at that weight to the weighted task losses.
+- the same funnel on the other architectures: ``model.mtl.funnel=true`` with ``mmoe``, ``ple`` or
+  ``shared_bottom`` makes a child task's tower predict pCVR on that architecture's representation
+  and its output pCTCVR (ESMM is ``shared_bottom`` with the funnel always on); ``model.mtl.parents``
+  and ``model.mtl.cvr_weight`` then mean what they mean for ESMM.
 
 An architecture may add a loss of its own (``auxiliary_loss``, a function of its output logits
 and the labels); the trainer adds it after the task weighting.
@@ -60,18 +64,80 @@ def mlp(in_dim: int, sizes: list[int], layer: LayerSpec) -> tuple[nn.Sequential,
     return nn.Sequential(*layers), in_dim
 
 
+PARENTS_HELP = "funnel for esmm (or model.mtl.funnel) as child:parent items (empty = the schema's task_parents)"
+CVR_WEIGHT_HELP = ("weight of a loss on each child tower's own output (pCVR) against the child label on the rows whose "
+                   "parent label is 1, added to the pCTCVR loss on all rows (ESCM2's naive CVR term; 0 = ESMM as "
+                   "published)")
+
+
+@dataclass
+class FunnelParams(Params):
+    """The funnel's keys, shared by every architecture (ESMM's funnel is always on)."""
+
+    parents: list[str] = param(None, PARENTS_HELP, default_factory=list)
+    cvr_weight: float = param(0.0, CVR_WEIGHT_HELP, low=0.0, high=10.0)
+
+
+@dataclass
+class OptionalFunnelParams(FunnelParams):
+    funnel: bool = param(False, "ESMM's funnel on this architecture: a child task's tower predicts pCVR and its "
+                         "output is pCTCVR = pCTR · pCVR (mmoe, ple, shared_bottom; esmm always has it)")
+
+
 class Architecture(nn.Module):
-    Params = Params
+    """Subclasses build their towers and return each task's tower logit from ``tower_logits``;
+    with the funnel on, ``forward`` turns a child task's pCVR logit into pCTCVR's."""
+
+    Params = OptionalFunnelParams
+    always_funnel = False
 
     def __init__(self, params, in_dim: int, tasks: list[str], hidden: list[int], tower: list[int],
                  layer: LayerSpec, parents: dict[str, str]):
         super().__init__()
         self.tasks = tasks
+        self.parent_index: dict[int, int] = {}
+        self.cvr_weight = 0.0
+        if self.always_funnel or params.funnel:
+            self.parent_index = _funnel(params.parents, parents, tasks, self.always_funnel)
+            self.cvr_weight = params.cvr_weight
+
+    @property
+    def has_funnel(self) -> bool:
+        return bool(self.parent_index)
+
+    def tower_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """Each task's tower output ``[B, 1]`` (pCVR's logit for a child task of the funnel)."""
+        raise NotImplementedError
+
+    def forward(self, h):
+        raw = self.tower_logits(h)
+        out = list(raw)
+        for c, p in self.parent_index.items():
+            out[c] = log_sigmoid_to_logit(F.logsigmoid(raw[p]) + F.logsigmoid(raw[c]))
+        return torch.cat(out, dim=1)
+
+    def conditional(self, h) -> torch.Tensor:
+        """The towers' own logits (pCVR for a child task), for metrics on clicked rows."""
+        return torch.cat(self.tower_logits(h), dim=1)
 
     def auxiliary_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """A loss the architecture adds to the weighted task losses, from its output ``logits``
-        ``[B, n_tasks]`` and the ``labels`` (None: nothing; ESMM's ``cvr_weight``)."""
-        return None
+        ``[B, n_tasks]`` and the ``labels`` (None: nothing).
+
+        With the funnel and ``cvr_weight`` > 0: ``cvr_weight`` · Σ over child tasks of the BCE of
+        the child tower's own pCVR against the child label, averaged over the rows whose parent
+        label is 1 (none in the batch: 0). pCVR is read off the outputs: log pCVR = log pCTCVR −
+        log pCTR."""
+        if self.cvr_weight == 0 or not self.parent_index:
+            return None
+        logits = logits.float()
+        total = labels.new_zeros(())
+        for c, p in self.parent_index.items():
+            clicked = labels[:, p] > 0.5
+            if clicked.any():
+                cvr = log_sigmoid_to_logit(F.logsigmoid(logits[clicked, c]) - F.logsigmoid(logits[clicked, p]))
+                total = total + F.binary_cross_entropy_with_logits(cvr, labels[clicked, c])
+        return self.cvr_weight * total
 
     def towers(self, in_dim: int, tower: list[int], layer: LayerSpec) -> nn.ModuleList:
         out = []
@@ -88,9 +154,9 @@ class SharedBottom(Architecture):
         self.bottom, width = mlp(in_dim, hidden, layer)
         self.heads = self.towers(width, tower, layer)
 
-    def forward(self, h):
+    def tower_logits(self, h):
         z = self.bottom(h)
-        return torch.cat([t(z) for t in self.heads], dim=1)
+        return [t(z) for t in self.heads]
 
 
 EXPERTS_HELP = "experts (mmoe: in all; ple: per task and level)"
@@ -99,7 +165,7 @@ EXPERTS_HELP = "experts (mmoe: in all; ple: per task and level)"
 @ARCHITECTURES.register("mmoe")
 class MMoE(Architecture):
     @dataclass
-    class Params(Params):
+    class Params(OptionalFunnelParams):
         experts: int = param(4, EXPERTS_HELP, low=1, high=32)
 
     def __init__(self, params, in_dim, tasks, hidden, tower, layer, parents):
@@ -110,19 +176,19 @@ class MMoE(Architecture):
         self.gates = nn.ModuleList(nn.Linear(in_dim, params.experts) for _ in tasks)
         self.heads = self.towers(width, tower, layer)
 
-    def forward(self, h):
+    def tower_logits(self, h):
         e = torch.stack([x(h) for x in self.experts], dim=1)  # [B, E, w]
         outs = []
         for gate, head in zip(self.gates, self.heads):
             w = torch.softmax(gate(h), dim=-1).unsqueeze(-1)
             outs.append(head((e * w).sum(1)))
-        return torch.cat(outs, dim=1)
+        return outs
 
 
 @ARCHITECTURES.register("ple")
 class PLE(Architecture):
     @dataclass
-    class Params(Params):
+    class Params(OptionalFunnelParams):
         experts: int = param(4, EXPERTS_HELP, low=1, high=32)
         shared_experts: int = param(2, "shared experts per level (ple)", low=1, high=32)
         levels: int = param(1, "CGC levels (ple)", low=1, high=4)
@@ -143,7 +209,7 @@ class PLE(Architecture):
             width = hidden[-1] if hidden else width
         self.heads = self.towers(width, tower, layer)
 
-    def forward(self, h):
+    def tower_logits(self, h):
         inputs = [h] * len(self.tasks)
         shared_in = h
         for lvl in self.levels:
@@ -159,7 +225,7 @@ class PLE(Architecture):
                 w = torch.softmax(lvl["shared_gate"](shared_in), dim=-1).unsqueeze(-1)
                 shared_in = (e * w).sum(1)
             inputs = outs
-        return torch.cat([head(x) for head, x in zip(self.heads, inputs)], dim=1)
+        return [head(x) for head, x in zip(self.heads, inputs)]
 
 
 def log_sigmoid_to_logit(log_p: torch.Tensor) -> torch.Tensor:
@@ -170,57 +236,24 @@ def log_sigmoid_to_logit(log_p: torch.Tensor) -> torch.Tensor:
 
 @ARCHITECTURES.register("esmm")
 class ESMM(SharedBottom):
-    @dataclass
-    class Params(Params):
-        parents: list[str] = param(None, "funnel for esmm as child:parent items (empty = the schema's task_parents)",
-                                   default_factory=list)
-        cvr_weight: float = param(0.0, "weight of a loss on each child tower's own output (pCVR) against the child "
-                                  "label on the rows whose parent label is 1, added to the pCTCVR loss on all rows "
-                                  "(ESCM2's naive CVR term; 0 = ESMM as published)", low=0.0, high=10.0)
+    Params = FunnelParams
+    always_funnel = True
 
-    def __init__(self, params, in_dim, tasks, hidden, tower, layer, parents):
-        funnel = dict(parents)
-        for item in params.parents:
-            child, sep, parent = item.partition(":")
-            if not sep or child not in tasks or parent not in tasks or child == parent:
-                raise ConfigError(f"model.mtl.parents: '{item}' is not child:parent with two different tasks of "
-                                  f"{tasks}")
-            funnel[child] = parent
-        if not funnel:
-            raise ConfigError(f"model.mtl: esmm needs a funnel (a task that follows another, such as conversion after "
-                              f"click); the dataset's tasks {tasks} have none: set model.mtl.parents=[child:parent]")
-        super().__init__(params, in_dim, tasks, hidden, tower, layer, parents)
-        for child, parent in funnel.items():
-            if funnel.get(parent) is not None:
-                raise ConfigError(f"model.mtl.parents: chains of more than two tasks are not supported ({child} -> "
-                                  f"{parent} -> {funnel[parent]})")
-        self.parent_index = {tasks.index(c): tasks.index(p) for c, p in funnel.items()}
-        self.cvr_weight = params.cvr_weight
 
-    def forward(self, h):
-        z = self.bottom(h)
-        raw = [t(z) for t in self.heads]
-        out = list(raw)
-        for c, p in self.parent_index.items():
-            out[c] = log_sigmoid_to_logit(F.logsigmoid(raw[p]) + F.logsigmoid(raw[c]))
-        return torch.cat(out, dim=1)
-
-    def auxiliary_loss(self, logits, labels):
-        """``cvr_weight`` · Σ over child tasks of the BCE of the child tower's own pCVR against the
-        child label, averaged over the rows whose parent label is 1 (none in the batch: 0). pCVR is
-        read off the outputs: log pCVR = log pCTCVR − log pCTR."""
-        if self.cvr_weight == 0:
-            return None
-        logits = logits.float()
-        total = labels.new_zeros(())
-        for c, p in self.parent_index.items():
-            clicked = labels[:, p] > 0.5
-            if clicked.any():
-                cvr = log_sigmoid_to_logit(F.logsigmoid(logits[clicked, c]) - F.logsigmoid(logits[clicked, p]))
-                total = total + F.binary_cross_entropy_with_logits(cvr, labels[clicked, c])
-        return self.cvr_weight * total
-
-    def conditional(self, h) -> torch.Tensor:
-        """The towers' own logits (pCVR for a child task), for metrics on clicked rows."""
-        z = self.bottom(h)
-        return torch.cat([t(z) for t in self.heads], dim=1)
+def _funnel(items: list[str], schema_parents: dict[str, str], tasks: list[str], esmm: bool) -> dict[int, int]:
+    """``{child index: parent index}`` from the schema's ``task_parents`` and ``model.mtl.parents``."""
+    funnel = dict(schema_parents)
+    for item in items:
+        child, sep, parent = item.partition(":")
+        if not sep or child not in tasks or parent not in tasks or child == parent:
+            raise ConfigError(f"model.mtl.parents: '{item}' is not child:parent with two different tasks of {tasks}")
+        funnel[child] = parent
+    if not funnel:
+        what = "model.mtl: esmm" if esmm else "model.mtl.funnel"
+        raise ConfigError(f"{what} needs a funnel (a task that follows another, such as conversion after click); the "
+                          f"dataset's tasks {tasks} have none: set model.mtl.parents=[child:parent]")
+    for child, parent in funnel.items():
+        if funnel.get(parent) is not None:
+            raise ConfigError(f"model.mtl.parents: chains of more than two tasks are not supported ({child} -> "
+                              f"{parent} -> {funnel[parent]})")
+    return {tasks.index(c): tasks.index(p) for c, p in funnel.items()}

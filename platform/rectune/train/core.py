@@ -27,7 +27,6 @@ import torch
 from torch.nn import functional as F
 
 from rectune.models.model import FusedModel
-from rectune.models.mtl import ESMM
 from rectune.train import checkpoint as ckpt
 from rectune.train.metrics import better, task_metrics, weighted
 from rectune.train.tensors import NEW_ITEM, WARM_ITEM
@@ -236,7 +235,7 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
-        """Probabilities per task (and ESMM's conditional ones), labels, users and items of every row."""
+        """Probabilities per task (and the funnel's conditional ones), labels, users and items of every row."""
         with self.scored_weights():
             return self._predict(batches)
 
@@ -250,7 +249,7 @@ class Trainer:
             with self._autocast():
                 h = core.fusion(core.embed(b))
                 logits = core.mtl(h)
-                if isinstance(core.mtl, ESMM):
+                if core.mtl.has_funnel:
                     out["conditional"].append(torch.sigmoid(core.mtl.conditional(h).float()).cpu().numpy())
             out["probs"].append(torch.sigmoid(logits.float()).cpu().numpy())
             if all(t in b for t in core.tasks):
@@ -273,7 +272,7 @@ def evaluate(split: str, pred: dict[str, np.ndarray], core: FusedModel, item_sta
         status = item_status[pred["items"]]
         cold, new = status != WARM_ITEM, status == NEW_ITEM
     out = task_metrics(split, core.tasks, pred["labels"], pred["probs"], users=pred.get("users"), cold=cold,
-                       new=new, parents=parents, conditional=pred.get("conditional"), esmm=isinstance(core.mtl, ESMM))
+                       new=new, parents=parents, conditional=pred.get("conditional"), esmm=core.mtl.has_funnel)
     out.update(weighted(split, out, weights or {}))
     return out
 

@@ -31,7 +31,7 @@ class LocalRun:
 
 def funnel(ds: PreparedDataset, config) -> dict[str, str]:
     parents = dict(ds.schema.task_parents)
-    if config["model.mtl"] == "esmm":
+    if config["model.mtl"] == "esmm" or config["model.mtl.funnel"]:
         for item in config["model.mtl.parents"]:
             child, _, parent = item.partition(":")
             parents[child] = parent

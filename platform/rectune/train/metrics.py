@@ -10,9 +10,9 @@ For a split ``s`` and a task ``t``:
 - ``s/t_new_auc``: AUC on the rows whose item has no training row at all (new items, a part of
   the cold ones);
 - ``s/t_cvr_auc`` for a task with a parent in the funnel: AUC on the rows where the parent is 1
-  (ESMM scores them with its conditional pCVR tower);
-- ``s/ctcvr_auc`` for ESMM: AUC of pCTR · pCVR against the child label on all impressions (this
-  is ESMM's ``s/<child>_auc``, reported under its usual name too);
+  (the funnel, ``esmm`` or ``model.mtl.funnel``, scores them with its conditional pCVR tower);
+- ``s/ctcvr_auc`` with the funnel: AUC of pCTR · pCVR against the child label on all impressions
+  (this is the funnel's ``s/<child>_auc``, reported under its usual name too);
 - ``s/mean_auc``: the mean of the tasks' AUCs (the default objective).
 
 A metric that cannot be computed (one class only, no cold rows) is left out, never reported as 0.
@@ -79,7 +79,7 @@ def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.nda
                  new: np.ndarray | None = None) -> dict[str, float]:
     """``labels``/``probs`` ``[N, T]``; ``cold``, ``new``: bool masks of rows with a cold item and
     with an item no training row has;
-    ``conditional``: ESMM's per-tower probabilities (pCVR for a child task)."""
+    ``conditional``: the funnel's per-tower probabilities (pCVR for a child task)."""
     out: dict[str, float] = {}
     aucs = []
     for i, t in enumerate(tasks):
