@@ -302,7 +302,9 @@ def test_a_funnel_without_a_parent_task_is_refused(world, tmp_path, sets):
     what = "model.mtl: esmm" if sets["model.mtl"] == "esmm" else "model.mtl.funnel"
     with pytest.raises(ConfigError, match=rf"^{what} needs a funnel .* set model.mtl.parents=\[child:parent\]$"):
         build_model(flat, RunConfig(sets))
-    build_model(flat, RunConfig({**sets, "model.mtl.parents": ["conversion:click"]}))  # given by the config
+    given = build_model(flat, RunConfig({**sets, "model.mtl.parents": ["conversion:click"]}))  # by the config
+    assert given.mtl.parents == {"conversion": "click"}  # what the metrics' cvr_auc is computed over
+    assert build_model(flat, RunConfig({"model.mtl": "mmoe", "model.mtl.parents": ["conversion:click"]})).mtl.parents == {}
 
 
 def test_esmm_cvr_weight_adds_the_cvr_towers_loss_on_clicked_rows(world, rows):

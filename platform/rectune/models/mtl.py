@@ -95,6 +95,7 @@ class Architecture(nn.Module):
                  layer: LayerSpec, parents: dict[str, str]):
         super().__init__()
         self.tasks = tasks
+        self.schema_parents = dict(parents)
         self.parent_index: dict[int, int] = {}
         self.cvr_weight = 0.0
         if self.always_funnel or params.funnel:
@@ -104,6 +105,12 @@ class Architecture(nn.Module):
     @property
     def has_funnel(self) -> bool:
         return bool(self.parent_index)
+
+    @property
+    def parents(self) -> dict[str, str]:
+        """child -> parent task: the schema's ``task_parents`` and, with the funnel, its own (what
+        ``<split>/<child>_cvr_auc`` is computed over)."""
+        return {**self.schema_parents, **{self.tasks[c]: self.tasks[p] for c, p in self.parent_index.items()}}
 
     def tower_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
         """Each task's tower output ``[B, 1]`` (pCVR's logit for a child task of the funnel)."""

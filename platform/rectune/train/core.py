@@ -264,7 +264,7 @@ class Trainer:
 
 
 def evaluate(split: str, pred: dict[str, np.ndarray], core: FusedModel, item_status: np.ndarray | None,
-             parents: dict[str, str], weights: dict[str, float] | None = None) -> dict[str, float]:
+             weights: dict[str, float] | None = None) -> dict[str, float]:
     """The split's metrics; ``item_status``: ``tensors.train_item_status``; ``weights``
     (``train.metric_weights`` parsed) adds ``<split>/weighted``."""
     cold = new = None
@@ -272,7 +272,8 @@ def evaluate(split: str, pred: dict[str, np.ndarray], core: FusedModel, item_sta
         status = item_status[pred["items"]]
         cold, new = status != WARM_ITEM, status == NEW_ITEM
     out = task_metrics(split, core.tasks, pred["labels"], pred["probs"], users=pred.get("users"), cold=cold,
-                       new=new, parents=parents, conditional=pred.get("conditional"), esmm=core.mtl.has_funnel)
+                       new=new, parents=core.mtl.parents, conditional=pred.get("conditional"),
+                       funnel=core.mtl.has_funnel)
     out.update(weighted(split, out, weights or {}))
     return out
 

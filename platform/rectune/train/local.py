@@ -29,15 +29,6 @@ class LocalRun:
     best_weights: dict | None = None
 
 
-def funnel(ds: PreparedDataset, config) -> dict[str, str]:
-    parents = dict(ds.schema.task_parents)
-    if config["model.mtl"] == "esmm" or config["model.mtl.funnel"]:
-        for item in config["model.mtl.parents"]:
-            child, _, parent = item.partition(":")
-            parents[child] = parent
-    return parents
-
-
 def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_from: str | Path | None = None,
               checkpoint_to: str | Path | None = None, splits: tuple[str, ...] = ("valid",),
               data: dict[str, TensorRows] | None = None) -> LocalRun:
@@ -54,7 +45,6 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
         if split not in data:
             data[split] = TensorRows.from_split(ds, split)
     item_status = train_item_status(ds)
-    parents = funnel(ds, config)
     weights = metric_weights(config, ds.schema.tasks)
     stop_at = state.epoch + (epochs if epochs is not None else config["train.epochs"])
     while state.epoch < stop_at and not state.stopped_early:
@@ -66,7 +56,7 @@ def fit_local(ds: PreparedDataset, config, epochs: int | None = None, resume_fro
         metrics.update({f"train/{t}_loss": v for t, v in zip(trainer.tasks, losses)})
         for split in splits:
             pred = trainer.predict(data[split].batches(config["train.eval_batch_size"]))
-            metrics.update(evaluate(split, pred, model, item_status, parents, weights))
+            metrics.update(evaluate(split, pred, model, item_status, weights))
         if state.update(config["train.metric"], metrics, config["train.patience"]):
             best = trainer.scored_state()
     if checkpoint_to is not None:

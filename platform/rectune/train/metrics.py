@@ -75,7 +75,7 @@ def gauc(users: np.ndarray, y: np.ndarray, p: np.ndarray) -> float | None:
 
 def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.ndarray, users: np.ndarray | None = None,
                  cold: np.ndarray | None = None, parents: dict[str, str] | None = None,
-                 conditional: np.ndarray | None = None, esmm: bool = False,
+                 conditional: np.ndarray | None = None, funnel: bool = False,
                  new: np.ndarray | None = None) -> dict[str, float]:
     """``labels``/``probs`` ``[N, T]``; ``cold``, ``new``: bool masks of rows with a cold item and
     with an item no training row has;
@@ -105,7 +105,7 @@ def task_metrics(split: str, tasks: list[str], labels: np.ndarray, probs: np.nda
             c = auc(y[clicked], src[clicked])
             if c is not None:
                 out[f"{split}/{t}_cvr_auc"] = c
-            if esmm and a is not None:
+            if funnel and a is not None:
                 out[f"{split}/ctcvr_auc"] = a
     if aucs:
         out[f"{split}/mean_auc"] = float(np.mean(aucs))

@@ -22,7 +22,6 @@ from rectune.runconfig import RunConfig
 from rectune.train import checkpoint as ckpt
 from rectune.train.core import Trainer, evaluate
 from rectune.train.metrics import metric_weights
-from rectune.train.local import funnel
 from rectune.train.tensors import TensorRows, train_item_status
 
 
@@ -49,7 +48,7 @@ def predict(checkpoint: str | Path, data: str | Path, split: str = "test", out: 
     model.load_state_dict(ckpt.load_weights(folder, "best"))
     rows = TensorRows.from_split(ds, split)
     pred = Trainer(model, config).predict(rows.batches(config["train.eval_batch_size"]))
-    metrics = evaluate(split, pred, model, train_item_status(ds), funnel(ds, config),
+    metrics = evaluate(split, pred, model, train_item_status(ds),
                        metric_weights(config, ds.schema.tasks)) if "labels" in pred else {}
     if out is not None:
         cols = {"_row": pred["rows"]}

@@ -35,7 +35,6 @@ def train_loop_per_worker(cfg: dict) -> None:
     from rectune.data.prepared import open_dataset
     from rectune.models.model import build_model
     from rectune.runconfig import RunConfig
-    from rectune.train.local import funnel
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -66,7 +65,6 @@ def train_loop_per_worker(cfg: dict) -> None:
     cache: TensorRows | None = None
     evals: dict[str, TensorRows] = {}
     metric, patience = config["train.metric"], config["train.patience"]
-    parents = funnel(ds, config)
     weights = metric_weights(config, ds.schema.tasks)
     item_status = cfg.get("item_status")
     rows_done = 0
@@ -129,7 +127,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 if split not in evals:
                     evals[split] = TensorRows.from_batches(torch_batches(ray.train.get_dataset_shard(split), eval_bs))
                 metrics.update(evaluate(split, trainer.predict(evals[split].batches(eval_bs)), model, item_status,
-                                        parents, weights))
+                                        weights))
             metrics["eval/time_s"] = time.perf_counter() - t0 - train_time
             improved = state.update(metric, metrics, patience)
             if improved:
