@@ -1,7 +1,8 @@
 """Checkpoints: a folder with ``model.pt`` (last epoch's weights), ``best.pt`` (the best epoch's),
-``optim.pt``, ``ema.pt`` (the weight average and its step count, under ``optim.ema`` only) and ``state.json`` (epoch loop state, resolved config, schema fingerprint, the side
-settings the model was built with). Weights are loaded with ``torch.load(weights_only=True)``:
-a checkpoint can hold tensors only, never code.
+``optim.pt``, ``ema.pt`` (the weight average and its step count, under ``optim.ema`` only) and
+``state.json`` (epoch loop state, resolved config, schema fingerprint, the side settings the model
+was built with). ``train.core.Trainer.save`` / ``restore`` write and read one. Weights are loaded
+with ``torch.load(weights_only=True)``: a checkpoint can hold tensors only, never code.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ STATE = "state.json"
 
 
 def save(folder: str | Path, model, optimizer, loop_state: dict, config: dict, fingerprint: str,
-         best_weights: dict | None, extra: dict | None = None, ema: dict | None = None) -> Path:
+         best_weights: dict, extra: dict | None = None, ema: dict | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / "model.pt")
     torch.save(optimizer.state_dict(), folder / "optim.pt")
-    torch.save(best_weights if best_weights is not None else model.state_dict(), folder / "best.pt")
+    torch.save(best_weights, folder / "best.pt")
     if ema is not None:
         torch.save(ema, folder / "ema.pt")
     meta = {"loop": loop_state, "config": config, "schema_fingerprint": fingerprint, **(extra or {})}
