@@ -26,9 +26,8 @@ that later ablations know where each component should help:
 - ``conversion_shift`` is added to the conversion logit (0: the world as it was). Negative values
   make conversion rarer; the draws are the same, so the shifted world's conversions are a subset
   of the unshifted world's, and everything else is identical. Rare conversions set the two tasks'
-  losses far apart (a fixed equal sum gives conversion a small share of the shared layers'
-  gradient, while conversion alone asks for the price band against the user's price sensitivity):
-  the world where a learned task weighting has the most to change (BENCHMARKS.md measures it).
+  losses far apart: the world where the task weighting has the most to change (BENCHMARKS.md
+  measures which weights it rewards).
 """
 
 from __future__ import annotations
