@@ -64,6 +64,12 @@ def table_to_batch(table: pa.Table, schema: Schema, first_row: int = 0) -> Batch
     return batch
 
 
+def append_rows(batch: Batch, extra: Batch) -> Batch:
+    """``batch`` followed by the rows of ``extra`` (synthetic or sampled rows), which must hold
+    every column of ``batch``; its columns are cast to the batch's dtypes."""
+    return {k: np.concatenate([col, extra[k].astype(col.dtype, copy=False)]) for k, col in batch.items()}
+
+
 def sequence_lengths(seq: np.ndarray) -> np.ndarray:
     """Lengths of right-aligned sequences: from the first non-zero id to the end (0 = padding;
     a masked id inside a sequence is 0 too but does not shorten it)."""

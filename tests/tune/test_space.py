@@ -149,7 +149,7 @@ def test_load_names_the_file(tmp_path):
     ("quick", ["click", "conversion"]), ("full", ["click", "conversion"]), ("augment", ["click", "conversion"]),
     ("bench-synth", ["click", "conversion"]), ("bench-synth-ids", ["click", "conversion"]),
     ("bench-synth-new", ["click", "conversion"]), ("bench-synth-rare", ["click", "conversion"]),
-    ("bench-ml100k-mtl", ["click", "like"]), ("bench-grocery-kg", ["click"])])
+    ("bench-ml100k-mtl", ["click", "like"]), ("bench-ml100k-mtl-focus", ["click", "like"]), ("bench-grocery-kg", ["click"])])
 def test_shipped_spaces_load_and_sample(name, tasks):
     from pathlib import Path
 

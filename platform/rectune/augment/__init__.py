@@ -152,6 +152,6 @@ class AugmentPlan:
 
 
 # the built-in augmenters
-from rectune.augment import adversarial, mask, neighbor, noise, sequence, synthetic  # noqa: E402,F401
+from rectune.augment import adversarial, mask, negatives, neighbor, noise, sequence, synthetic  # noqa: E402,F401
 
 __all__ = ["AUGMENTERS", "Augmenter", "AugmentConfig", "AugmentPlan", "Context", "register"]

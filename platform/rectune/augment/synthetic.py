@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rectune.augment import Augmenter, register
-from rectune.batches import ROW_ID, Batch
+from rectune.batches import ROW_ID, Batch, append_rows
 from rectune.config import Params as ParamsBase
 from rectune.config import param
 from rectune.errors import ConfigError
@@ -102,8 +102,7 @@ class Synthetic(Augmenter):
             if name in batch:
                 synth[name] = batch[name][src]
         synth[ROW_ID] = -(np.arange(1, k + 1, dtype=np.int64))
-        return {key: np.concatenate([batch[key], synth[key].astype(batch[key].dtype, copy=False)])
-                if key in synth else batch[key] for key in batch}
+        return append_rows(batch, synth)
 
     def __call__(self, batch: Batch, rng: np.random.Generator) -> Batch:
         n = len(batch[ROW_ID])
@@ -137,5 +136,4 @@ class Synthetic(Augmenter):
         for t in self.tasks:
             synth[t] = batch[t][a]
         synth[ROW_ID] = -(np.arange(1, k + 1, dtype=np.int64))
-        return {key: np.concatenate([batch[key], synth[key].astype(batch[key].dtype, copy=False)])
-                if key in synth else batch[key] for key in batch}
+        return append_rows(batch, synth)
