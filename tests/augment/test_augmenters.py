@@ -13,16 +13,6 @@ from rectune.errors import ConfigError
 from tests.conftest import shared_path
 
 
-@pytest.fixture(scope="module")
-def world(small_world):
-    return open_dataset(small_world)
-
-
-@pytest.fixture(scope="module")
-def batch(world):
-    return table_to_batch(world.read_split("train"), world.schema)
-
-
 def plan(world, seed=0, **values):
     return AugmentPlan(AugmentConfig({f"augment.{k.replace('__', '.')}": v for k, v in values.items()}), world, seed)
 

@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 
 from rectune.augment import AugmentConfig, AugmentPlan
-from rectune.batches import ROW_ID, table_to_batch
-from rectune.data import open_dataset
+from rectune.batches import ROW_ID
 from rectune.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def world(small_world):
-    return open_dataset(small_world)
-
-
-@pytest.fixture(scope="module")
-def batch(world):
-    return table_to_batch(world.read_split("train"), world.schema)
 
 
 def plan(world, **values):
