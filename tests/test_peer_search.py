@@ -120,6 +120,29 @@ def test_bench_peers_refuses_bad_input_before_writing(tmp_path, small_world):
     assert not out.exists()
 
 
+def test_bench_peers_without_a_field_reads_every_other_row_field(tmp_path, small_world, monkeypatch):
+    out = tmp_path / "peers"
+    r = run_cli("bench", "peers", small_world, "--peer-python", tmp_path / "nope", "--out", out, "--without", "userid")
+    assert r.exit_code == 2 and "--without userid: not a field of dataset" in r.output, r.output
+    assert not out.exists()
+    seen = {}
+
+    def search(peer_python, data, out, model, *args, fields=None, **kwargs):
+        seen[model] = fields
+        out.mkdir(parents=True, exist_ok=True)
+        return {"model": model, "error": "not run"}
+
+    monkeypatch.setattr(peer_search, "peer_problem", lambda python: None)
+    monkeypatch.setattr(peer_search, "search_peer", search)
+    report = peer_search.run_peers(small_world, "py", out, trials=1, seeds=[1], models=["mmoe"], without=["user_id"])
+    from rectune.data import open_dataset
+
+    every = [f.name for f in open_dataset(small_world).schema.row_fields]
+    assert "user_id" in every and seen["mmoe"] == [n for n in every if n != "user_id"] == report["fields"]
+    peer_search.run_peers(small_world, "py", tmp_path / "all", trials=1, seeds=[1], models=["esmm"])
+    assert seen["esmm"] is None  # all fields: the runs keep the names they had before --without existed
+
+
 def test_a_decayed_run_is_named_by_its_schedule_and_a_constant_one_keeps_its_old_name():
     cosine = {**PEER_START, "schedule": "cosine"}
     assert run_name("mmoe", cosine, 1) == "mmoe-lr0.001-cosine-wd1e-05-do0-emb16-seed1"

@@ -659,13 +659,14 @@ def bench_mission(name: str, storage: str | None, study_db: str | None, peer_pyt
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="runs at once")
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--model", "models", multiple=True, help="peers to tune (default: by the dataset's tasks)")
+@click.option("--without", multiple=True, help="a field the peers do not read (e.g. user_id; default: they read all)")
 def bench_peers(dataset: Path, peer_python: Path, out: Path, trials: int, seeds: int, first_seed: int, jobs: int,
-                epochs: int, models: tuple[str, ...]) -> None:
+                epochs: int, models: tuple[str, ...], without: tuple[str, ...]) -> None:
     """torch-rechub's peers alone, each tuned by its own search (the peer side of `bench mission`)."""
     from rectune.bench.peer_search import run_peers
 
     run_peers(dataset, peer_python, out, trials=trials, seeds=list(range(first_seed, first_seed + seeds)),
-              jobs=jobs, epochs=epochs, models=list(models) or None)
+              jobs=jobs, epochs=epochs, models=list(models) or None, without=list(without))
 
 
 @main.command("predict", context_settings=CONTEXT)

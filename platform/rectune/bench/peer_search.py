@@ -174,23 +174,31 @@ def describe_search() -> str:
 
 def run_peers(data: str | Path, peer_python: str | Path, out: str | Path, trials: int, seeds: list[int],
               jobs: int = 1, epochs: int = 5, models: list[str] | None = None,
-              console: Console | None = None) -> dict[str, Any]:
-    """Every peer of the dataset's tasks (or ``models``) through ``search_peer``; ``OUT/peers.json``."""
+              console: Console | None = None, without: list[str] | None = None) -> dict[str, Any]:
+    """Every peer of the dataset's tasks (or ``models``) through ``search_peer``; ``OUT/peers.json``.
+    ``without``: fields the peers do not read (they read every row field of the schema otherwise)."""
     from rectune.data.prepared import open_dataset
 
     console = console or Console(width=160)
     data, out = Path(data).resolve(), Path(out)
-    tasks = list(open_dataset(data).schema.tasks)
+    schema = open_dataset(data).schema
+    tasks = list(schema.tasks)
     allowed = peer_models(tasks)
     for m in models or []:
         if m not in allowed:
             raise ConfigError(f"--model {m}: expected one of {', '.join(allowed)} for tasks {', '.join(tasks)}")
+    names = [f.name for f in schema.row_fields]
+    for w in without or []:
+        if w not in names:
+            raise ConfigError(f"--without {w}: not a field of dataset '{schema.name}'; fields: {', '.join(names)}")
+    fields = [n for n in names if n not in set(without or [])] if without else None
     problem = peer_problem(peer_python)
     if problem:
         raise ConfigError(f"--peer-python: {problem}")
-    peers = [search_peer(peer_python, data, out, m, seeds, trials, epochs, jobs, console) for m in models or allowed]
+    peers = [search_peer(peer_python, data, out, m, seeds, trials, epochs, jobs, console, fields=fields)
+             for m in models or allowed]
     report = {"data": str(data), "tasks": tasks, "seeds": seeds, "trials": trials, "epochs": epochs,
-              "search": describe_search(), "peers": peers}
+              "search": describe_search(), "fields": fields, "peers": peers}
     write_atomic(out / "peers.json", lambda p: p.write_text(json.dumps(report, indent=1, default=float)))
     console.print(table(report))
     return report
