@@ -26,9 +26,15 @@ from ..tune.spaces import write_space
 NAME = "r1"
 
 
-def _results(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rectune.cli", "results", *args], capture_output=True, text=True,
-                          timeout=180)
+def _results_at_once(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+    """Several `rectune results` commands started together (separate processes), each waited for."""
+    procs = [subprocess.Popen([sys.executable, "-m", "rectune.cli", "results", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    done = []
+    for args, p in zip(commands, procs):
+        out, err = p.communicate(timeout=180)
+        done.append(subprocess.CompletedProcess(args, p.returncode, out, err))
+    return done
 
 
 def _complete(url: str) -> list:
@@ -54,14 +60,16 @@ def campaign(small_world, tmp_path_factory):
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None and not _complete(url):
-            time.sleep(2)
+            time.sleep(0.5)
         assert proc.poll() is None, "the campaign ended before a read: " + proc.stdout.read()
-        for _ in range(2):  # reads during the campaign, each a separate process
-            listed = _results("list", "--storage", str(storage), "--json")
-            shown = _results("show", NAME, "--storage", str(storage), "--json")
-            exported = _results("export", NAME, "--storage", str(storage), "--out", str(tmp / "during.csv"))
-            seen.append({"list": listed, "show": shown, "export": exported, "running": proc.poll() is None,
-                         "complete_in_study": len(_complete(url))})
+        for _ in range(2):  # reads during the campaign, each a separate process, the three at once
+            running = proc.poll() is None
+            listed, shown, exported = _results_at_once(
+                ("list", "--storage", str(storage), "--json"), ("show", NAME, "--storage", str(storage), "--json"),
+                ("export", NAME, "--storage", str(storage), "--out", str(tmp / "during.csv")))
+            # running: the campaign ran from before the reads started until after they ended
+            seen.append({"list": listed, "show": shown, "export": exported,
+                         "running": running and proc.poll() is None, "complete_in_study": len(_complete(url))})
         out, _ = proc.communicate(timeout=400)
     finally:
         if proc.poll() is None:
