@@ -50,7 +50,8 @@ def campaign(small_world, tmp_path_factory):
     """A 4-trial campaign run by `rectune tune` in a subprocess; while it runs, the results commands
     read it (what they saw is kept for the tests); then it is left to finish."""
     tmp = tmp_path_factory.mktemp("results")
-    space = write_space(tmp / "space.yaml")
+    # one trial at a time: after the first completes, three remain, so the reads fall inside the campaign
+    space = write_space(tmp / "space.yaml", budget={"trials": 4, "concurrency": 1})
     storage = tmp / "campaigns"
     url = f"sqlite:///{storage / NAME / 'study.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "rectune.cli", "tune", "--data", str(small_world), "--space",
