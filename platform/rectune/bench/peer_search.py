@@ -191,7 +191,7 @@ def run_peers(data: str | Path, peer_python: str | Path, out: str | Path, trials
     for w in without or []:
         if w not in names:
             raise ConfigError(f"--without {w}: not a field of dataset '{schema.name}'; fields: {', '.join(names)}")
-    fields = [n for n in names if n not in set(without or [])] if without else None
+    fields = [n for n in names if n not in without] if without else None
     problem = peer_problem(peer_python)
     if problem:
         raise ConfigError(f"--peer-python: {problem}")
