@@ -161,26 +161,9 @@ def test_a_database_error_that_is_no_race_is_not_retried(monkeypatch, tmp_path):
     assert len(calls) == 1
 
 
-def _postgres_url() -> tuple[str | None, str]:
-    """A PostgreSQL URL that connects ($RECTUNE_TEST_POSTGRES, else the machine's server), or why not."""
-    import sqlalchemy
-
-    given = os.environ.get("RECTUNE_TEST_POSTGRES")
-    why = ""
-    for url in [given] if given else [f"postgresql+psycopg2://{u}@127.0.0.1:5432/test" for u in ("postgres", "root")]:
-        try:
-            with sqlalchemy.create_engine(url).connect():
-                return url, ""
-        except Exception as exc:  # noqa: BLE001 - report why below
-            why = f"{url}: {str(exc).splitlines()[0]}"
-    return None, why
-
-
-def test_campaign_with_its_study_on_postgresql(small_world, tmp_path):
+def test_campaign_with_its_study_on_postgresql(small_world, tmp_path, postgres_url):
     """A multi-objective campaign whose study lives in PostgreSQL."""
-    url, why = _postgres_url()
-    if url is None:
-        pytest.skip(f"no PostgreSQL to run against ({why}); set RECTUNE_TEST_POSTGRES to a SQLAlchemy URL")
+    url = postgres_url
     name = f"pg-{os.getpid()}-{int(time.time())}"
     space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 2},
                         objective={"metrics": ["valid/click_auc", "valid/conversion_auc"]})

@@ -160,7 +160,7 @@ def test_shipped_spaces_load_and_sample(name, tasks):
 
 
 def test_start_points_come_first_once_and_change_the_fingerprint(tmp_path):
-    from rectune.tune.campaign import _searcher, study_storage
+    from rectune.tune.campaign import StudySearch
 
     points = [{"model.mtl": "shared_bottom", "model.hidden": [128, 64]}, {"optim.lr": 1e-3}]
     sp = space(start=points)
@@ -170,7 +170,7 @@ def test_start_points_come_first_once_and_change_the_fingerprint(tmp_path):
     storage = f"sqlite:///{tmp_path}/study.db"
 
     def searcher():
-        return _searcher(sp, "s", study_storage(storage))
+        return StudySearch(sp, storage, "s")
 
     first = searcher()
     asked = [first.suggest(f"t{i}") for i in range(3)]

@@ -21,6 +21,7 @@ early; failed trials are retried (``FailureConfig``). ``--resume`` restores the 
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import time
 from dataclasses import dataclass
@@ -181,13 +182,69 @@ class CampaignResult:
 
 
 class StudySearch(OptunaSearch):
-    """OptunaSearch that takes the study as the truth after a crash.
+    """OptunaSearch that takes the study as the truth after a crash, and that Tune can pickle.
 
     Tune saves its experiment state every few seconds, Optuna writes each trial's end at once: a
     campaign killed in between is restored with a trial Tune thinks is running and the study
     already closed. Its results are then not reported to the study again (Optuna refuses, and the
-    study already counts the trial once)."""
+    study already counts the trial once).
 
+    Tune pickles the searcher (with the Tuner, and in every save of its experiment state). Its live
+    parts (the storage with its engine, the sampler, which may hold a lock, the study and its trial
+    objects) never go into a pickle: only the study's URL and name and the Optuna trial ids do, and
+    the live parts are rebuilt from them where they are next used."""
+
+    _LIVE = ("_storage", "_sampler", "_ot_study", "_ot_trials")
+
+    def __init__(self, space: SearchSpace, url: str, study_name: str, storage=None):
+        self._url = url
+        super().__init__(space, metric=space.objective.searcher_metric, mode=space.objective.searcher_mode,
+                         sampler=make_sampler(space), study_name=study_name,
+                         storage=storage if storage is not None else study_storage(url))
+
+    # ---- pickling: the live parts stay out, and come back on first use ---------------------------
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._LIVE}
+        state["_ot_trial_ids"] = {tid: ot._trial_id for tid, ot in self.__dict__.get("_ot_trials", {}).items()}  # noqa: SLF001
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for k in self._LIVE:
+            self.__dict__.pop(k, None)
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str):
+        # only called for attributes the instance lacks: the live parts of an unpickled searcher
+        if name in type(self)._LIVE and "_url" in self.__dict__:
+            self._connect()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def _connect(self) -> None:
+        """The storage, sampler, study and unfinished trials again, from the URL and the trial ids.
+
+        The sampler's seed moves on by the trials the study already holds, so a resumed campaign
+        does not draw its first trials' parameters again, and stays reproducible."""
+        import optuna
+
+        storage = study_storage(self._url)
+        held = len(storage.get_all_trials(storage.get_study_id_from_name(self._study_name), deepcopy=False))
+        sampler = make_sampler(self._space, seed_offset=held)
+        study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=sampler,
+                                  pruner=optuna.pruners.NopPruner())
+        ids = self.__dict__.pop("_ot_trial_ids", {})
+        self.__dict__.update(_storage=storage, _sampler=sampler, _ot_study=study, _ot_trials={
+            tid: optuna.trial.Trial(study, ot_id) for tid, ot_id in ids.items() if tid not in self._completed_trials})
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__setstate__(pickle.load(f))
+
+    # ---- the study as the truth ------------------------------------------------------------------
     def _setup_study(self, mode):
         super()._setup_study(mode)
         for point in self._space.start:  # the space's start points first; none twice after --resume
@@ -243,18 +300,16 @@ def close_orphans(storage, study_name: str) -> list[int]:
     return closed
 
 
-def _searcher(space: SearchSpace, name: str, storage):
+def make_sampler(space: SearchSpace, seed_offset: int = 0):
+    """The space's Optuna sampler, seeded with its seed plus ``seed_offset``."""
     import optuna
 
+    seed = space.seed + seed_offset
+    if space.objective.metrics and space.sampler == "tpe":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if space.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=space.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=space.seed, n_startup_trials=space.startup_trials,
-                                             multivariate=True, group=True)
-    if space.objective.metrics:
-        sampler = optuna.samplers.NSGAIISampler(seed=space.seed) if space.sampler == "tpe" else sampler
-    return StudySearch(space, metric=space.objective.searcher_metric, mode=space.objective.searcher_mode,
-                        sampler=sampler, study_name=name, storage=storage)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=space.startup_trials, multivariate=True, group=True)
 
 
 def _scheduler(space: SearchSpace):
@@ -402,10 +457,10 @@ def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: s
     if not resume:
         folder.write("space.yaml", yaml.safe_dump(space.to_dict(), sort_keys=False))
     folder.save_meta(meta)
-    return _run(folder, space, ds, meta, rdb, address, resume, console, cpus, extra or {})
+    return _run(folder, space, ds, meta, url, rdb, address, resume, console, cpus, extra or {})
 
 
-def _run(folder, space, ds, meta, rdb, address, resume, console, cpus, extra) -> CampaignResult:
+def _run(folder, space, ds, meta, url, rdb, address, resume, console, cpus, extra) -> CampaignResult:
     import ray
 
     from rectune.train.run import start_ray
@@ -425,7 +480,7 @@ def _run(folder, space, ds, meta, rdb, address, resume, console, cpus, extra) ->
         else:
             tuner = ray.tune.Tuner(
                 trainable,
-                tune_config=ray.tune.TuneConfig(search_alg=_searcher(space, meta["study_name"], rdb),
+                tune_config=ray.tune.TuneConfig(search_alg=StudySearch(space, url, meta["study_name"], rdb),
                                                 scheduler=_scheduler(space), num_samples=space.trials,
                                                 max_concurrent_trials=space.concurrency,
                                                 time_budget_s=space.time_limit_s),
