@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,19 +62,34 @@ def _check_ids(where: str, name: str, arr: pa.ChunkedArray | pa.Array, vocab: in
         )
 
 
+def check_field_type(where: str, arrow: pa.Schema, f: Field) -> None:
+    """A row field is a column of the split's file, of the type its kind needs."""
+    if f.name not in arrow.names:
+        raise DataError.missing_column(where, f.name, arrow.names, f"{f.kind} field")
+    t = arrow.field(f.name).type
+    if f.kind == "sparse" and not _is_int(t):
+        raise DataError.at(where, f"type {t}; expected integer ids (sparse field)", f.name)
+    if f.kind == "sequence" and (not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not _is_int(t.value_type)):
+        raise DataError.at(where, f"type {t}; expected a list of integer ids (sequence field)", f.name)
+    if f.kind == "dense" and not (pa.types.is_floating(t) or _is_int(t)):
+        raise DataError.at(where, f"type {t}; expected numbers (dense field)", f.name)
+
+
+def check_label_type(where: str, arrow: pa.Schema, task: str) -> None:
+    if task not in arrow.names:
+        raise DataError.missing_column(where, task, arrow.names, "task label")
+    t = arrow.field(task).type
+    if not (_is_int(t) or pa.types.is_boolean(t)):
+        raise DataError.at(where, f"type {t}; expected 0/1 integer labels", task)
+
+
 def check_column(where: str, table: pa.Table, f: Field) -> None:
     """One row field of a split: type and value range."""
-    if f.name not in table.column_names:
-        raise DataError.missing_column(where, f.name, table.column_names, f"{f.kind} field")
+    check_field_type(where, table.schema, f)
     col = table.column(f.name)
-    t = col.type
     if f.kind == "sparse":
-        if not _is_int(t):
-            raise DataError.at(where, f"type {t}; expected integer ids (sparse field)", f.name)
         _check_ids(where, f.name, col, f.vocab_size)
     elif f.kind == "sequence":
-        if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not _is_int(t.value_type):
-            raise DataError.at(where, f"type {t}; expected a list of integer ids (sequence field)", f.name)
         if col.null_count:
             raise DataError.at(where, f"{col.null_count} null list(s); expected lists (empty allowed)", f.name)
         _check_ids(where, f.name, pc.list_flatten(col), f.vocab_size)
@@ -82,22 +98,17 @@ def check_column(where: str, table: pa.Table, f: Field) -> None:
             if longest > f.max_len:
                 raise DataError.at(where, f"a list of length {longest}; expected at most max_len {f.max_len}", f.name)
     elif f.kind == "dense":
-        if not (pa.types.is_floating(t) or _is_int(t)):
-            raise DataError.at(where, f"type {t}; expected numbers (dense field)", f.name)
         if col.null_count:
             raise DataError.at(where, f"{col.null_count} null value(s); expected finite numbers", f.name)
-        if pa.types.is_floating(t) and len(col):
+        if pa.types.is_floating(col.type) and len(col):
             finite = pc.all(pc.is_finite(col)).as_py()
             if not finite:
                 raise DataError.at(where, "NaN or infinite value(s); expected finite numbers", f.name)
 
 
 def check_label(where: str, table: pa.Table, task: str) -> None:
-    if task not in table.column_names:
-        raise DataError.missing_column(where, task, table.column_names, "task label")
+    check_label_type(where, table.schema, task)
     col = table.column(task)
-    if not (_is_int(col.type) or pa.types.is_boolean(col.type)):
-        raise DataError.at(where, f"type {col.type}; expected 0/1 integer labels", task)
     if col.null_count:
         raise DataError.at(where, f"{col.null_count} null label(s); expected labels in {{0, 1}}", task)
     if len(col) and not pa.types.is_boolean(col.type):
@@ -175,13 +186,20 @@ class PreparedDataset:
                 raise DataError.at(ds.split_path(split), f"missing file: expected the {split} split")
         if not (path / ITEMS_FILE).is_file():
             raise DataError.at(path / ITEMS_FILE, "missing file: expected the item table")
-        for split in SPLITS:  # each file's footer: a truncated or overwritten file is refused here
-            rows = _parquet_rows(ds.split_path(split))
+        # each file's footer, not its data: a truncated or overwritten file, a missing column, a
+        # wrong type or an id outside its vocabulary is refused here, at the cost of a few reads
+        item_vocab = {"item_id": schema.field(schema.item_field).vocab_size} if schema.item_field else {}
+        for split in SPLITS:
+            rows = check_footer(ds.split_path(split), schema, split=True)
             expected = schema.rows.get(split)
             if expected is not None and rows != expected:
                 raise DataError.at(path / SCHEMA_FILE, f"rows.{split} is {expected} but "
                                    f"{ds.split_path(split).name} has {rows} rows")
-        _parquet_rows(path / ITEMS_FILE)
+        check_footer(path / ITEMS_FILE, schema, ids=item_vocab)
+        if (path / RELATIONS_FILE).is_file():
+            vocab = item_vocab.get("item_id")
+            check_footer(path / RELATIONS_FILE, schema,
+                         ids={c: vocab for c in ("head_item_id", "tail_item_id")} if vocab else {})
         return ds
 
     def split_path(self, split: str) -> Path:
@@ -269,11 +287,58 @@ class PreparedDataset:
             check_relations(str(self.path / RELATIONS_FILE), rel, self.schema)
 
 
-def _parquet_rows(path: Path) -> int:
+def check_footer(path: Path, schema: Schema, split: bool = False, ids: dict[str, int] | None = None) -> int:
+    """Check a Parquet file by its footer alone and return its row count.
+
+    For a split (``split``): every row field and task label is a column of the right type. For the
+    id columns (a split's sparse and sequence fields, or ``ids``: column -> vocab_size) and the
+    labels, each row group's min/max statistics must lie in [0, vocab_size) and {0, 1}: a check that
+    reads no data, whatever the size of the file. A row group written without statistics is read,
+    that column alone."""
+    where = str(path)
     try:
-        return pq.read_metadata(path).num_rows
+        meta = pq.read_metadata(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError.at(path, f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
+    arrow = meta.schema.to_arrow_schema()
+    ranges: dict[str, tuple[int, int, str]] = {}  # column -> allowed [low, high), what it is
+    for column, vocab in (ids or {}).items():
+        if column not in arrow.names:
+            raise DataError.missing_column(where, column, arrow.names, "id column")
+        ranges[column] = (0, vocab, "id")
+    if split:
+        for f in schema.row_fields:
+            check_field_type(where, arrow, f)
+            if f.kind in ("sparse", "sequence"):
+                ranges[f.name] = (0, f.vocab_size, "id")
+        for task in schema.tasks:
+            check_label_type(where, arrow, task)
+            if not pa.types.is_boolean(arrow.field(task).type):
+                ranges[task] = (0, 2, "label")
+    leaves = {meta.schema.column(j).path.split(".")[0]: j for j in range(meta.num_columns)}
+    for column, (low, high, what) in ranges.items():
+        nested = not pa.types.is_integer(arrow.field(column).type)
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if group.num_rows == 0:
+                continue
+            stats = group.column(leaves[column]).statistics
+            if stats is not None and stats.has_min_max and (nested or stats.has_null_count):
+                lo, hi, nulls = stats.min, stats.max, 0 if nested else stats.null_count
+            else:
+                values = pq.ParquetFile(path).read_row_group(g, columns=[column]).column(column)
+                nulls = 0 if nested else values.null_count
+                mm = pc.min_max(pc.list_flatten(values) if nested else values)
+                lo, hi = mm["min"].as_py(), mm["max"].as_py()
+            # the messages of the full check (check_column, check_label)
+            expected = f"expected ids in [0, {high})" if what == "id" else "expected labels in {0, 1}"
+            if nulls:
+                raise DataError.at(where, f"{nulls} null {what}(s); {expected}", column)
+            if lo is not None and (lo < low or hi >= high):
+                bad = lo if lo < low else hi
+                raise DataError.at(where, f"id {bad} out of vocabulary range; {expected} (vocab_size {high})"
+                                   if what == "id" else f"label {bad}; {expected}", column)
+    return meta.num_rows
 
 
 def open_dataset(path: str | Path, validate: bool = False) -> PreparedDataset:
@@ -312,15 +377,56 @@ def dense_stats(train: pa.Table, schema: Schema) -> list[Field]:
     return out
 
 
+DATASET_FILES = frozenset({SCHEMA_FILE, *(f"{s}.parquet" for s in SPLITS), ITEMS_FILE, USERS_FILE, RELATIONS_FILE})
+"""Every file a prepared dataset may hold: what --overwrite may replace."""
+
+
+def check_output_free(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse early, before any work, an ``out`` that cannot take a new dataset.
+
+    It must not exist, or with ``overwrite`` be a prepared dataset (or an empty folder): a folder
+    with anything else in it, a file or a link is never replaced. Its place must be writable: a
+    probe folder is made there and removed, which finds a read-only disk as well as permissions."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise DataError.at(out, "already exists; choose another --out or pass --overwrite")
+        if out.is_symlink() or not out.is_dir():
+            raise DataError.at(out, "is not a folder; --overwrite replaces only a prepared dataset")
+        held = list(out.iterdir())
+        others = sorted(p.name + ("/" if p.is_dir() else "") for p in held
+                        if p.name not in DATASET_FILES or p.is_symlink() or not p.is_file())
+        why = (f"holds {', '.join(others[:3])}{f' and {len(others) - 3} more' if len(others) > 3 else ''}" if others
+               else f"has no {SCHEMA_FILE}" if held and not (out / SCHEMA_FILE).is_file() else None)
+        if why:
+            raise DataError.at(out, f"{why}: not a prepared dataset, the only thing --overwrite replaces; "
+                               f"choose another --out")
+    place = out.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise DataError.at(out, f"{place} is not a folder; expected a folder to write the dataset in")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=place))
+    except OSError as exc:
+        raise DataError.at(out, f"cannot be written in {place} ({exc.strerror or exc})") from None
+
+
 @contextmanager
 def atomic_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out`` that becomes ``out`` only if the block succeeds.
 
-    On any error or interruption the temporary folder is removed and ``out`` is untouched.
+    ``out`` is checked first (:func:`check_output_free`). On any error or interruption the
+    temporary folder is removed and ``out`` is untouched.
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataError.at(out, "already exists; choose another --out or pass --overwrite")
+    check_output_free(out, overwrite)
+    with _staged(Path(out)) as tmp:
+        yield tmp
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out``, renamed over it at the end of the block."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -336,13 +442,6 @@ def atomic_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def check_output_free(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse early, before any work, to write over an existing folder."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataError.at(out, "already exists; choose another --out or pass --overwrite")
 
 
 @dataclass
@@ -418,7 +517,7 @@ def replace_files(ds: PreparedDataset, schema: Schema, tables: dict[str, pa.Tabl
     written there, and the folder is swapped in: readers never see a mix of old and new.
     """
     out = ds.path
-    with atomic_folder(out, overwrite=True) as tmp:
+    with _staged(out) as tmp:
         for child in out.iterdir():
             if child.is_file() and child.name not in tables and child.name != SCHEMA_FILE:
                 try:

@@ -17,9 +17,10 @@ Field kinds:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rectune.errors import DataError
 
@@ -28,6 +29,66 @@ FIELD_KINDS = ("sparse", "sequence", "dense", "text")
 SIDES = ("user", "item", "context")
 SPLITS = ("train", "valid", "test")
 TEXT_EMB_COLUMN = "text_emb"
+MAX_VOCAB = 2**31 - 1
+"""Codes are int32 in the splits: a vocabulary holds at most this many codes (0 included)."""
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _texts(v: Any) -> bool:
+    return isinstance(v, list) and all(_text(x) for x in v)
+
+
+def _mapping(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (_text, "non-empty text"),
+    "meta_columns": (_texts, "a list of column names"),
+    "rows": (lambda v: _mapping(v) and set(v) <= set(SPLITS) and all(_count(n) for n in v.values()),
+             f"an object of row counts (whole numbers >= 0) per split {list(SPLITS)}"),
+    "user_field": (_text, "a field name"),
+    "item_field": (_text, "a field name"),
+    "task_parents": (lambda v: _mapping(v) and all(_text(k) and _text(x) for k, x in v.items()),
+                     "an object of task -> parent task names"),
+    "relations": (_mapping, "an object"),
+    "items": (_mapping, "an object"),
+    "users": (_mapping, "an object"),
+    "split_stats": (_mapping, "an object"),
+    "provenance": (_mapping, "an object"),
+    "n_users": (_count, "a whole number >= 0"),
+    "n_items": (_count, "a whole number >= 0"),
+    "source": (lambda v: isinstance(v, str), "text"),
+    "derivation": (lambda v: isinstance(v, str), "text"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "format_version": (lambda v: _count(v) and v <= FORMAT_VERSION,
+                       f"a whole number up to {FORMAT_VERSION} (a newer rectune wrote this dataset?)"),
+}
+"""schema.json's keys other than tasks and fields: what each value must be (null: absent)."""
+
+FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (_text, "non-empty text"),
+    "kind": (_text, f"one of {list(FIELD_KINDS)}"),
+    "side": (_text, f"one of {list(SIDES)}"),
+    "vocab_size": (lambda v: _count(v) and 1 <= v <= MAX_VOCAB, f"a whole number in [1, {MAX_VOCAB}] (int32 codes)"),
+    "max_len": (lambda v: _count(v) and v >= 1, "a whole number >= 1"),
+    "shares_vocab_with": (_text, "a field name"),
+    "values": (lambda v: isinstance(v, list), "a list of raw values"),
+    "stats": (lambda v: _mapping(v) and all(_finite(v.get(k)) for k in ("mean", "std")),
+              "an object with finite 'mean' and 'std'"),
+}
+"""A field's keys: what each value must be (null: absent)."""
 
 
 @dataclass(frozen=True)
@@ -136,18 +197,22 @@ class Schema:
             raise DataError.at(path, "key 'tasks': expected a non-empty list of label column names")
         if not isinstance(data["fields"], list) or not data["fields"]:
             raise DataError.at(path, "key 'fields': expected a non-empty list of fields")
+        for key, (ok, expected) in KEY_TYPES.items():
+            if data.get(key) is not None and not ok(data[key]):
+                raise DataError.at(path, f"key '{key}': {_shown(data[key])}; expected {expected}")
         known_field_keys = {f.name for f in fields(Field)}
         parsed: list[Field] = []
         for i, raw in enumerate(data["fields"]):
             if not isinstance(raw, dict) or "name" not in raw or "kind" not in raw:
                 raise DataError.at(path, f"fields[{i}]: expected an object with 'name' and 'kind'")
+            where = f"field '{raw['name']}'" if _text(raw["name"]) else f"fields[{i}]"
             unknown = set(raw) - known_field_keys
             if unknown:
-                raise DataError.at(
-                    path,
-                    f"field '{raw['name']}': unknown key(s) {sorted(unknown)}; "
-                    f"expected some of {sorted(known_field_keys)}",
-                )
+                raise DataError.at(path, f"{where}: unknown key(s) {sorted(unknown)}; "
+                                   f"expected some of {sorted(known_field_keys)}")
+            for key, (ok, expected) in FIELD_TYPES.items():
+                if raw.get(key) is not None and not ok(raw[key]):
+                    raise DataError.at(path, f"{where}: key '{key}': {_shown(raw[key])}; expected {expected}")
             parsed.append(Field(**raw))
         known = {f.name for f in fields(cls)} - {"fields", "extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
@@ -194,11 +259,11 @@ class Schema:
                 raise DataError.at(path, f"{where}: kind '{f.kind}', expected one of {list(FIELD_KINDS)}")
             if f.side not in SIDES:
                 raise DataError.at(path, f"{where}: side '{f.side}', expected one of {list(SIDES)}")
-            if f.kind in ("sparse", "sequence"):
-                if not isinstance(f.vocab_size, int) or f.vocab_size < 1:
-                    raise DataError.at(path, f"{where}: expected a positive integer vocab_size")
-            if f.kind == "sequence" and (not isinstance(f.max_len, int) or f.max_len < 1):
-                raise DataError.at(path, f"{where}: expected a positive integer max_len")
+            needed = ("vocab_size",) if f.kind == "sparse" else ("vocab_size", "max_len") if f.kind == "sequence" else ()
+            for key in needed:
+                ok, expected = FIELD_TYPES[key]
+                if not ok(getattr(f, key)):
+                    raise DataError.at(path, f"{where}: key '{key}': {_shown(getattr(f, key))}; expected {expected}")
             if f.shares_vocab_with is not None:
                 if f.shares_vocab_with not in names:
                     raise DataError.at(
@@ -220,6 +285,12 @@ class Schema:
                 raise DataError.at(
                     path, f"key 'task_parents': '{child}' -> '{parent}' must name two tasks"
                 )
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON, cut short: an error line stays one short line."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _json_default(obj: Any) -> Any:

@@ -36,9 +36,9 @@ def checkpoint_dir(path: str | Path) -> Path:
 
 
 def predict(checkpoint: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None) -> dict:
+    ds = open_dataset(data)
     folder = checkpoint_dir(checkpoint)
     meta = ckpt.read_state(folder)
-    ds = open_dataset(data)
     if meta.get("schema_fingerprint") != schema_fingerprint(ds.schema):
         raise DataError(f"{data}: dataset '{ds.schema.name}' does not match the checkpoint {folder} (its tasks, "
                         f"fields or vocabulary sizes differ from those the model was trained on)")
