@@ -134,3 +134,18 @@ def test_augment_preview_and_bad_keys(small_world):
     r = run_cli("augment", "preview", small_world, "--set", "augment.mask.prob")
     assert r.exit_code == 2 and "expected KEY=VALUE" in r.stderr
     assert "augment.neighbor.rate" in run_cli("augment", "keys").output
+
+
+def test_an_unexpected_error_is_one_line_naming_the_command_and_debug_shows_the_traceback(monkeypatch, tmp_path):
+    import rectune.data.describe as describe
+
+    def broken(*args, **kwargs):
+        raise ValueError("something broke\nand this line is not shown")
+
+    monkeypatch.setattr(describe, "describe", broken)
+    r = run_cli("data", "describe", tmp_path / "ds", "--json")
+    assert r.exit_code == 1
+    assert r.stderr == (f"rectune: error: rectune data describe {tmp_path / 'ds'} --json: unexpected ValueError: "
+                        f"something broke (rerun with --debug for the traceback)\n")
+    with pytest.raises(ValueError, match="something broke"):
+        run_cli("--debug", "data", "describe", tmp_path / "ds")

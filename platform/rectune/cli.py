@@ -15,8 +15,36 @@ from rectune.errors import RectuneError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class Finite(click.FloatRange):
+    """A float option that refuses nan and inf (click's FloatRange lets nan through its bounds)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return value
+
+
+ARGV = "rectune.argv"
+"""ctx.meta key: the command line as given, for the line that reports an unexpected error."""
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class Group(click.Group):
-    """Turns every RectuneError into one line on stderr and exit code 2."""
+    """Turns every RectuneError into one line on stderr and exit code 2, and any other error into
+    one line naming the command and its input, exit code 1 (the traceback with --debug)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta.setdefault(ARGV, list(args))  # the root group sees the whole command line
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,11 +52,22 @@ class Group(click.Group):
         except RectuneError as exc:
             click.echo(f"rectune: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or an environment fault: one line unless --debug
+            if ctx.find_root().params.get("debug"):
+                raise
+            command = " ".join(["rectune", *(a for a in ctx.meta.get(ARGV, []) if a != "--debug")])
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(f"rectune: error: {_short(command, 160)}: unexpected {type(exc).__name__}"
+                       f"{': ' + _short(why) if why else ''} (rerun with --debug for the traceback)", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
 @click.version_option(package_name="rectune", prog_name="rectune")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="show the traceback of an unexpected error instead of one line")
+def main(debug: bool) -> None:
     """rectune: expand and enrich recommendation training samples, and tune fused multi-task models
     on Ray (Data, Train, Tune) with Optuna.
 
@@ -64,9 +103,9 @@ OVERWRITE = click.option("--overwrite", is_flag=True, help="replace --out if it 
 @click.option("--items", default=1000, show_default=True, type=click.IntRange(min=10), help="number of items")
 @click.option("--rows", default=100_000, show_default=True, type=click.IntRange(min=100), help="impressions in all splits")
 @click.option("--seed", default=0, show_default=True, type=int, help="the world is deterministic per seed")
-@click.option("--new-items", default=0.0, show_default=True, type=float,
+@click.option("--new-items", default=0.0, show_default=True, type=Finite(),
               help="share of items launched late: absent from train, in valid and test only")
-@click.option("--conversion-shift", default=0.0, show_default=True, type=float,
+@click.option("--conversion-shift", default=0.0, show_default=True, type=Finite(),
               help="added to the conversion logit among clicks (negative: rarer conversions)")
 @OVERWRITE
 def data_synth(out: Path, users: int, items: int, rows: int, seed: int, new_items: float, conversion_shift: float,
@@ -289,7 +328,7 @@ def bench_augment(dataset: Path, sets: tuple[str, ...], batch_size: int, repeat:
 @click.option("--steps", default=600, show_default=True, type=click.IntRange(min=1), help="GAN training steps")
 @click.option("--top", default=256, show_default=True, type=click.IntRange(min=2),
               help="codes kept per sparse field (the rest share one 'other' bucket)")
-@click.option("--ratio", default=1.0, show_default=True, type=click.FloatRange(min=0.01, max=10))
+@click.option("--ratio", default=1.0, show_default=True, type=Finite(min=0.01, max=10))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--cached", is_flag=True, help="reuse a cached GAN instead of training one in a fresh cache")
 def bench_gan(dataset: Path, steps: int, top: int, ratio: float, seed: int, cached: bool) -> None:
@@ -306,7 +345,7 @@ def bench_gan(dataset: Path, steps: int, top: int, ratio: float, seed: int, cach
               help="epochs per run (best epoch on valid)")
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=8))
 @click.option("--emb", default=16, show_default=True, type=click.IntRange(min=2), help="embedding width")
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam lr")
+@click.option("--lr", default=1e-3, show_default=True, type=Finite(min=0, min_open=True), help="Adam lr")
 @click.option("--peer-python", default=None, type=click.Path(path_type=Path),
               help="python of the peer environment (make bench-peers: .venv-peers/bin/python); without it the "
                    "torch-rechub side is skipped")

@@ -9,6 +9,8 @@ Values given as text are parsed with ``yaml.safe_load`` (never evaluated as code
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import typing
 from typing import Any
 
@@ -75,8 +77,14 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     if typ in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if typ is int and float(value) != int(value):
+        # YAML reads .nan and .inf as floats: NaN passes every bound (comparisons with it are
+        # false) and infinity has no integer, so neither may reach a bound check or a trial
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: {value} is not a finite number")
+        if typ is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if typ is float and isinstance(value, int) and abs(value) > sys.float_info.max:
+            raise ConfigError(f"{key}: an integer beyond the range of a float is not a finite number")
         return typ(value)
     if typ is str:
         if not isinstance(value, str):

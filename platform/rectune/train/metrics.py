@@ -20,6 +20,8 @@ A metric that cannot be computed (one class only, no cold rows) is left out, nev
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -128,8 +130,8 @@ def parse_weights(key: str, items: list[str], tasks: list[str]) -> dict[str, flo
             weight = float(w) if sep else float("nan")
         except ValueError:
             weight = float("nan")
-        if not weight >= 0:
-            raise ConfigError(f"{key}: '{item}': expected metric:weight with a weight >= 0, e.g. valid/click_auc:0.7")
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise ConfigError(f"{key}: '{item}': expected metric:weight with a finite weight >= 0, e.g. valid/click_auc:0.7")
         check_metric(key, name, tasks)
         if name.startswith(WEIGHTED):
             raise ConfigError(f"{key}: '{item}': a weighted metric cannot weigh itself")

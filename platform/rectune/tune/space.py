@@ -273,6 +273,8 @@ def _one_of(where: str, value: Any, options: tuple[str, ...]) -> str:
 
 
 def _spec_of(where: str, key: str) -> Key:
+    if not isinstance(key, str):  # a YAML key such as 3 or null
+        raise ConfigError(f"{where}: expected a dotted config key such as model.mtl, got {key!r}")
     spec = key_table().get(key)
     if spec is None:
         if key.startswith(TASK_WEIGHT_PREFIX) and len(key) > len(TASK_WEIGHT_PREFIX):
