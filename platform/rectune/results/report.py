@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from rectune.results.store import Campaign, TrialRecord, campaign_names, open_campaign, storage_of
@@ -24,7 +25,10 @@ def summary(c: Campaign) -> dict[str, Any]:
 
 
 def list_campaigns(storage: str | None = None, study_db: str | None = None) -> list[dict[str, Any]]:
-    """Every campaign in ``storage`` (a campaign that cannot be read is listed with its error)."""
+    """Every campaign in ``storage``. One that cannot be read (a damaged file, a study database
+    out of reach) is listed as "unreadable" with the one-line reason, so that one broken campaign
+    does not hide the others; ``results show NAME`` reports the same reason (or the traceback of
+    an unexpected error) for that campaign alone."""
     from rectune.errors import RectuneError
 
     out = []
@@ -33,6 +37,10 @@ def list_campaigns(storage: str | None = None, study_db: str | None = None) -> l
             out.append(summary(open_campaign(name, storage, study_db)))
         except RectuneError as err:
             out.append({"name": name, "status": "unreadable", "error": str(err)})
+        except Exception as exc:  # noqa: BLE001 - an unforeseen damage of one campaign
+            first = (str(exc).strip().splitlines() or [""])[0]
+            out.append({"name": name, "status": "unreadable",
+                        "error": f"{type(exc).__name__}: {first} (rectune results show {name} tells more)"})
     return out
 
 
@@ -81,13 +89,27 @@ def _duration(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _within(error: str, storage: str | None, name: str) -> str:
+    """An error about a campaign's file with the campaign's folder left out (its row names it):
+    ``/.../campaigns/c1/space.yaml: ...`` -> ``space.yaml: ...``."""
+    from rectune.errors import RectuneError
+    from rectune.tune.folder import CampaignFolder
+
+    try:
+        root = CampaignFolder(storage_of(storage), name).root + "/"
+    except RectuneError:
+        return error
+    return error[len(root):] if error.startswith(root) else error
+
+
 def list_table(rows: list[dict], storage: str | None) -> Table:
     table = Table(title=f"campaigns in {storage_of(storage)}", title_justify="left")
     for col in ("campaign", "status", "done", "errored", "running", "objective", "best", "started", "duration"):
         table.add_column(col, justify="right" if col in ("done", "errored", "running", "best") else "left")
     for r in rows:
         if r["status"] == "unreadable":
-            table.add_row(r["name"], "[red]unreadable[/red]", "", "", "", r["error"][:80], "", "", "")
+            reason = escape(_within(r["error"], storage, r["name"]))
+            table.add_row(r["name"], "[red]unreadable[/red]", "", "", "", reason, "", "", "")
             continue
         target = r.get("trials_target")
         table.add_row(r["name"], r["status"], f"{r['done']}/{target}" if target else str(r["done"]),

@@ -210,8 +210,9 @@ def campaign_status(meta: dict) -> str:
     this host) is "interrupted": a driver killed with SIGKILL never gets to write its status."""
     status = meta.get("status", "unknown")
     driver = meta.get("driver") or {}
-    if status == "running" and driver.get("host") == socket.gethostname() and driver.get("pid"):
-        if not _alive(int(driver["pid"])):
+    pid = driver.get("pid")
+    if status == "running" and driver.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0:
+        if not _alive(pid):
             return "interrupted"
     return status
 
@@ -256,6 +257,13 @@ def campaign_names(storage: str | None = None) -> list[str]:
     return sorted(p.name for p in path.iterdir() if (p / "campaign.json").is_file())
 
 
+META_FIELDS: dict[str, tuple[type, str]] = {
+    "status": (str, "text"), "data": (str, "text"), "created": (str, "a time"), "ended": (str, "a time"),
+    "study_db": (str, "a database URL"), "study_db_full": (str, "a database URL"), "study_name": (str, "text"),
+    "driver": (dict, "an object"), "trials_target": (int, "a number")}
+"""campaign.json's entries the results commands use, with the type each must have (when present)."""
+
+
 def open_folder(name: str, storage: str | None = None) -> tuple[CampaignFolder, dict]:
     root = storage_of(storage)
     folder = CampaignFolder(root, name)
@@ -265,16 +273,33 @@ def open_folder(name: str, storage: str | None = None) -> tuple[CampaignFolder, 
             raise ConfigError(f"{folder.root}: not a campaign (no campaign.json)")
         raise ConfigError(f"campaign '{name}': not found in {root} (campaigns there: "
                           f"{', '.join(campaign_names(root)) or 'none'})")
+    for key, (typ, what) in META_FIELDS.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, typ) or isinstance(value, bool)):
+            raise DataError(f"{folder.root}/campaign.json: {key}: expected {what}, got {json.dumps(value)[:60]}; "
+                            f"the campaign folder is damaged")
     return folder, meta
+
+
+def read_space(folder: CampaignFolder) -> SearchSpace:
+    """The campaign's space.yaml, checked as when the campaign started; a damaged one is a one-line error."""
+    where = f"{folder.root}/space.yaml"
+    text = folder.read("space.yaml")
+    if text is None:
+        raise ConfigError(f"{where}: missing; the campaign folder is damaged")
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(f"{where}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}; "
+                        f"the campaign folder is damaged") from None
+    return from_mapping(tree, where)
 
 
 def open_campaign(name: str, storage: str | None = None, study_db: str | None = None) -> Campaign:
     """Open campaign ``name`` read-only and read its trials."""
     folder, meta = open_folder(name, storage)
-    space_text = folder.read("space.yaml")
-    if space_text is None:
-        raise ConfigError(f"{folder.root}/space.yaml: missing; the campaign folder is damaged")
-    space = from_mapping(yaml.safe_load(space_text), f"{folder.root}/space.yaml")
+    space = read_space(folder)
     objectives = space.objective.names()
     modes = space.objective.searcher_mode
     modes = modes if isinstance(modes, list) else [modes]
@@ -305,6 +330,8 @@ def read_study(url: str, study_name: str) -> list:
         path = Path(url[len("sqlite:///"):])
         if not path.is_file():
             raise ConfigError(f"{path}: the campaign's study database is missing")
+        if path.stat().st_size == 0:  # SQLite would read it as a database without tables
+            raise DataError(f"{path}: not a readable study database (the file is empty)")
         with tempfile.TemporaryDirectory(prefix="rectune-study-") as tmp:
             copy = Path(tmp) / "study.db"
             snapshot_sqlite(path, copy)
@@ -339,9 +366,12 @@ def _trials_from(url: str, study_name: str, shown: str) -> list:
         return storage.get_all_trials(study_id, deepcopy=False)
     except KeyError:
         raise ConfigError(f"{shown}: holds no study named '{study_name}'") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise DataError(f"{shown}: not a readable study database ({type(exc).__name__}: {first})") from None
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ValueError, ImportError) as exc:
+        # Optuna wraps a database error (a file without its tables: "no such table") in its own
+        cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
+        cause = getattr(cause, "orig", None) or cause
+        first = (str(cause).strip().splitlines() or [""])[0]
+        raise DataError(f"{shown}: not a readable study database ({type(cause).__name__}: {first})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,7 +389,8 @@ class TuneTrial:
 def read_tune_trials(folder: CampaignFolder) -> list[TuneTrial]:
     out = []
     for sub in _trial_dirs(folder):
-        params = _load_json(folder.read(f"tune/{sub}/params.json")) or {}
+        params = _load_json(folder.read(f"tune/{sub}/params.json"))
+        params = params if isinstance(params, dict) else {}
         history = _history(folder.read(f"tune/{sub}/result.json") or "")
         trial_id = history[-1].get("trial_id") if history else None
         trial_id = trial_id or _id_from_dir(sub)
@@ -404,7 +435,8 @@ def _history(text: str) -> list[dict]:
             continue
         if isinstance(row, dict):
             by_epoch[row.get("epoch", row.get("training_iteration"))] = row
-    return [by_epoch[k] for k in sorted(by_epoch, key=lambda e: (e is None, e if e is not None else 0))]
+    numbered = sorted(e for e in by_epoch if isinstance(e, (int, float)) and not isinstance(e, bool))
+    return [by_epoch[k] for k in numbered] + [by_epoch[k] for k in by_epoch if k not in numbered]
 
 
 def _last_line(text: str) -> str:

@@ -52,16 +52,23 @@ class CampaignFolder:
         return pyarrow.fs.FileSystem.from_uri(self.root)
 
     def read(self, name: str) -> str | None:
+        """The file's text, or None where it is absent. Bytes that are not UTF-8 (a damaged file)
+        are replaced, so that the file's own parser refuses it with a line naming it."""
         if self.local is not None:
             p = self.local / name
-            return p.read_text() if p.is_file() else None
+            try:
+                return p.read_bytes().decode(errors="replace") if p.is_file() else None
+            except FileNotFoundError:  # removed since it was listed
+                return None
+            except OSError as exc:
+                raise ConfigError(f"{p}: cannot be read ({exc.strerror or type(exc).__name__})") from None
         fs, base = self._fs()
         import pyarrow.fs
 
         if fs.get_file_info(f"{base}/{name}").type != pyarrow.fs.FileType.File:
             return None
         with fs.open_input_stream(f"{base}/{name}") as f:
-            return f.read().decode()
+            return f.read().decode(errors="replace")
 
     def write(self, name: str, text: str) -> None:
         """Whole file or nothing (a local temp file renamed over the old one)."""
@@ -81,9 +88,13 @@ class CampaignFolder:
         if text is None:
             return None
         try:
-            return json.loads(text)
+            meta = json.loads(text)
         except json.JSONDecodeError:
             raise ConfigError(f"{self.root}/campaign.json: not valid JSON; the campaign folder is damaged") from None
+        if not isinstance(meta, dict):
+            raise ConfigError(f"{self.root}/campaign.json: expected a JSON object, got {_json_kind(meta)}; "
+                              f"the campaign folder is damaged")
+        return meta
 
     def save_meta(self, meta: dict) -> None:
         self.write("campaign.json", json.dumps(meta, indent=1, default=str))
@@ -96,6 +107,17 @@ class CampaignFolder:
             raise ConfigError(f"--storage {self.storage}: a remote campaign storage needs --study-db (a database "
                               f"every node reaches, e.g. postgresql://user@host:5432/db); SQLite is for one machine")
         return f"sqlite:///{self.local / 'study.db'}"
+
+
+def _json_kind(value) -> str:
+    """What JSON calls ``value``'s type (as a user reads the file)."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a string" if isinstance(value, str) else "null"
 
 
 def redact(url: str) -> str:
