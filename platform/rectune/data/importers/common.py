@@ -17,6 +17,27 @@ import pyarrow as pa
 
 from rectune.errors import ConfigError, DataError
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_CELL = 1_000_000
+"""Characters a source cell may hold: a longer one is a broken line (a lost separator or newline)."""
+MAX_NAME = 200
+"""Characters a column name may hold."""
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """``repr`` of a value's text, cut to ``limit`` characters: an error message stays one short line."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def names(columns: Sequence, limit: int = 6) -> str:
+    """A short listing of column names for a message: at most ``limit`` of them, each cut short."""
+    shown = ", ".join(quoted(c, 40) for c in list(columns)[:limit])
+    more = len(columns) - limit
+    return f"[{shown}{f', ... ({more} more)' if more > 0 else ''}]"
+
 
 # ---------------------------------------------------------------------------------------------
 # vocabularies: raw value -> code 1..K, 0 = padding / unknown
@@ -65,7 +86,11 @@ _RULE = re.compile(r"^\s*([A-Za-z_][\w]*)\s*=\s*([A-Za-z_][\w]*)\s*(>=|<=|==|!=|
 
 @dataclass(frozen=True)
 class TaskRule:
-    """A binary task derived from a source column, e.g. ``like=rating>=4``. Never evaluated as code."""
+    """A binary task derived from a source column, e.g. ``like=rating>=4``. Never evaluated as code.
+
+    A number compares with a numeric column; a word only with ``==`` or ``!=`` and only with a text
+    column. Anything else (``rating>=abc``) would yield a meaningless, typically all-zero label.
+    """
 
     task: str
     column: str
@@ -77,7 +102,7 @@ class TaskRule:
         m = _RULE.match(text)
         if not m:
             raise ConfigError(
-                f"{option} '{text}': expected NAME=COLUMN<op>VALUE with <op> one of "
+                f"{option} {quoted(text)}: expected NAME=COLUMN<op>VALUE with <op> one of "
                 f"{', '.join(_OPS)} (e.g. like=rating>=4)"
             )
         task, column, op, raw = m.groups()
@@ -85,20 +110,37 @@ class TaskRule:
             value: float | str = float(raw)
         except ValueError:
             value = raw
+        if isinstance(value, float) and not np.isfinite(value):
+            raise ConfigError(f"{option} {quoted(text)}: '{raw}' is not a finite number; expected e.g. like=rating>=4")
+        if isinstance(value, str) and op not in ("==", "!="):
+            raise ConfigError(
+                f"{option} {quoted(text)}: '{op}' orders numbers but '{raw}' is not a number; "
+                f"expected a number, or == / != to compare column '{column}' with a word"
+            )
         return cls(task, column, op, value)
 
-    def apply(self, frame: pd.DataFrame, where: str) -> np.ndarray:
+    @property
+    def text(self) -> str:
+        value = f"{self.value:g}" if isinstance(self.value, float) else self.value
+        return f"{self.task}={self.column}{self.op}{value}"
+
+    def apply(self, frame: pd.DataFrame, where: str | Path) -> np.ndarray:
         if self.column not in frame.columns:
             raise DataError.at(
-                where, f"missing column for task rule '{self.task}={self.column}{self.op}{self.value}'"
-                f"; columns are {list(frame.columns)}", self.column,
+                where, f"missing column for task rule '{self.text}'; columns are {names(frame.columns)}", self.column,
             )
         col = frame[self.column]
+        num = pd.to_numeric(col, errors="coerce")
         if isinstance(self.value, float):
-            col = pd.to_numeric(col, errors="coerce")
-            if col.isna().any():
-                raise DataError.at(where, "unparsable value(s); expected numbers for the task rule", self.column)
-        return _OPS[self.op](col.to_numpy(), self.value).astype(np.int8)
+            if num.isna().any():
+                row = int(np.flatnonzero(num.isna().to_numpy())[0])
+                raise DataError.at(where, f"unparsable value {quoted(col.iloc[row])} at data row {row + 1}; "
+                                          f"expected numbers for task rule '{self.text}'", self.column)
+            return _OPS[self.op](num.to_numpy(), self.value).astype(np.int8)
+        if len(num) and num.notna().all():
+            raise DataError.at(where, f"task rule '{self.text}' compares a numeric column with the word "
+                                      f"'{self.value}'; expected a number", self.column)
+        return _OPS[self.op](col.astype(str).to_numpy(dtype=object), self.value).astype(np.int8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +210,9 @@ def history_at(
     """For each query (user, time): the user's last ``max_len`` event items strictly before that time.
 
     Events are the behaviour (clicked or bought items); most recent last; events at the same time
-    as the query are not "before" it. Vectorised: one sort and two binary searches.
+    as the query are not "before" it. Vectorised: one sort and two binary searches on the key
+    ``user * span + time``; where that key could overflow int64 (times spread over a huge range),
+    times are first replaced by their rank, which keeps their order.
     """
     by = np.lexsort((ev_order, ev_ts, ev_users))
     u, t, it = ev_users[by].astype(np.int64), ev_ts[by].astype(np.int64), ev_items[by].astype(np.int32)
@@ -177,6 +221,10 @@ def history_at(
         return pa.array([[] for _ in range(len(qu))], pa.list_(pa.int32()))
     tmin = min(int(t.min()), int(qt.min()) if len(qt) else 0)
     span = max(int(t.max()), int(qt.max()) if len(qt) else 0) - tmin + 2
+    if (max(int(u.max()), int(qu.max()) if len(qu) else 0) + 1) * span >= 2**62:
+        _, rank = np.unique(np.concatenate([t, qt, [tmin]]), return_inverse=True)
+        t, qt, tmin = rank[: len(t)].astype(np.int64), rank[len(t) : len(t) + len(qt)].astype(np.int64), 0
+        span = int(rank.max()) + 2
     key = u * span + (t - tmin)
     end = np.searchsorted(key, qu * span + (qt - tmin), side="left")  # first event at or after q time
     start = np.searchsorted(key, qu * span, side="left")  # first event of the user
@@ -243,41 +291,165 @@ def expand_with_negatives(n_pos: int, neg: np.ndarray) -> tuple[np.ndarray, np.n
 # reading delimited source files with one-line errors
 # ---------------------------------------------------------------------------------------------
 def read_delimited(path: Path, sep: str = ",", **kwargs) -> pd.DataFrame:
+    """A delimited file as a frame; every way it can be malformed is a one-line DataError naming it.
+
+    Also refused: a column name twice in the header (pandas would silently rename the second
+    ``name.1``) and a cell longer than :data:`MAX_CELL` characters (a lost separator or newline).
+    """
     if not path.is_file():
         raise DataError.at(path, "missing file")
     try:
         frame = pd.read_csv(path, sep=sep, **kwargs)
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False,
+                             quoting=kwargs.get("quoting", 0)).iloc[0].tolist()
     except pd.errors.EmptyDataError:
         raise DataError.at(path, "empty file; expected a header and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError.at(path, f"unparsable ({str(exc).splitlines()[0]})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        raise DataError.at(path, f"unparsable ({_first_line(exc)})") from None
+    for name in header:
+        if len(str(name)) > MAX_NAME:
+            raise DataError.at(path, f"header cell {quoted(name)}: expected column names of at most {MAX_NAME} "
+                                     f"characters (is the first line the header?)")
+    seen: set[str] = set()
+    for name in (str(n).strip() for n in header):
+        if name and name in seen:
+            raise DataError.at(path, "named twice in the header; expected each column once", name)
+        seen.add(name)
     if frame.empty:
         raise DataError.at(path, "no rows; expected at least one")
+    for col in frame.columns:
+        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
+            lengths = frame[col].astype(str).str.len().to_numpy()
+            if lengths.max() > MAX_CELL:
+                row = int(np.argmax(lengths > MAX_CELL))
+                raise DataError.at(path, f"value of {lengths[row]:,} characters at data row {row + 1}; expected at "
+                                         f"most {MAX_CELL:,} (a broken line?)", col)
     return frame
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut short (parsers may quote a whole line)."""
+    lines = str(exc).splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], where: str | Path) -> None:
     for c in columns:
         if c not in frame.columns:
-            raise DataError.missing_column(where, c, frame.columns, "column", f"; expected columns {list(columns)}")
+            raise DataError.missing_column(where, c, frame.columns, "column", f"; expected columns {names(columns)}")
+
+
+def _int64_range(values: np.ndarray, raw: pd.Series, where: str | Path, column: str, expected: str) -> None:
+    """Refuse numbers int64 cannot hold: casting them would wrap or saturate, colliding values.
+
+    Near the bounds a float64 is not exact, so there the raw text decides where it is an integer.
+    """
+    if values.dtype.kind == "u":
+        over = values > INT64_MAX
+    elif values.dtype.kind == "f":
+        over = np.abs(values) >= 2.0**63 - 1024
+        for row in np.flatnonzero(over):
+            exact = _integer_text(raw.iloc[row])
+            over[row] = not INT64_MIN <= exact <= INT64_MAX if exact is not None else values[row] != -(2.0**63)
+    else:
+        return
+    if over.any():
+        row = int(np.flatnonzero(over)[0])
+        raise DataError.at(where, f"value {quoted(raw.iloc[row])} at data row {row + 1} is beyond the int64 range; "
+                                  f"expected {expected}", column)
+
+
+def _integer_text(value: object) -> int | None:
+    """The exact integer a cell's text spells (at most 40 digits), else None."""
+    text = str(value).strip()
+    return int(text) if re.fullmatch(r"[+-]?[0-9]{1,40}", text) else None
+
+
+def _parsed(frame: pd.DataFrame, column: str, where: str | Path, expected: str) -> tuple[pd.Series, np.ndarray]:
+    """(raw column, its values as numbers); an unparsable or missing value is a one-line error."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy()
+    bad = pd.isna(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        first = raw.iloc[row]
+        shown = "(empty)" if pd.isna(first) or str(first).strip() == "" else quoted(first)
+        raise DataError.at(where, f"unparsable value {shown} at data row {row + 1}; expected {expected}", column)
+    return raw, values
 
 
 def numeric_column(frame: pd.DataFrame, column: str, where: str | Path, integer: bool = False) -> np.ndarray:
-    """A column as numbers; any unparsable or missing value is a one-line error."""
-    col = pd.to_numeric(frame[column], errors="coerce")
-    bad = col.isna() & frame[column].notna() | frame[column].isna()
-    if bad.any():
-        first = frame[column][bad].iloc[0]
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError.at(where, f"unparsable value {first!r} at data row {row + 1}; expected a number", column)
-    values = col.to_numpy()
-    if integer:
-        if not np.all(np.mod(values, 1) == 0):
-            raise DataError.at(where, "non-integer value(s); expected integer ids", column)
-        return values.astype(np.int64)
-    if not np.all(np.isfinite(values)):
-        raise DataError.at(where, "infinite value(s); expected finite numbers", column)
-    return values.astype(np.float64)
+    """A column as numbers; any unparsable, missing or infinite value is a one-line error.
+
+    Integers (ids) are exact: one beyond int64, or one too large for float64 to hold exactly in a
+    column read as decimals, is refused rather than wrapped or rounded onto another id.
+    """
+    raw, values = _parsed(frame, column, where, "a number")
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise DataError.at(where, f"infinite value {quoted(raw.iloc[row])} at data row {row + 1}; "
+                                  f"expected finite numbers", column)
+    if not integer:
+        return values.astype(np.float64)
+    if values.dtype.kind == "f":
+        frac = np.mod(values, 1) != 0
+        if frac.any():
+            row = int(np.flatnonzero(frac)[0])
+            raise DataError.at(where, f"non-integer value {quoted(raw.iloc[row])} at data row {row + 1}; "
+                                      f"expected integer ids", column)
+    _int64_range(values, raw, where, column, "integer ids within it")
+    if values.dtype.kind == "f":
+        inexact = np.abs(values) > 2.0**53
+        if inexact.any():
+            row = int(np.flatnonzero(inexact)[0])
+            raise DataError.at(where, f"value {quoted(raw.iloc[row])} at data row {row + 1} cannot be read exactly "
+                                      f"in a column of decimal numbers; expected integer ids written as integers",
+                               column)
+    return values.astype(np.int64)
+
+
+def time_column(frame: pd.DataFrame, column: str, where: str | Path) -> np.ndarray:
+    """A time column as int64 (decimals truncated, as before); values int64 cannot hold are refused."""
+    raw, values = _parsed(frame, column, where, "a number (time)")
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise DataError.at(where, f"infinite value {quoted(raw.iloc[row])} at data row {row + 1}; "
+                                  f"expected a finite time", column)
+    _int64_range(values, raw, where, column, "a time within it (e.g. seconds since 1970)")
+    return values.astype(np.int64)
+
+
+_PLAIN_INT = r"(?:0|-?[1-9][0-9]{0,18})"
+
+
+def _plain_int64(text: pd.Series) -> bool:
+    """Whether every value is a plain integer (no sign but '-', no leading zero) within int64."""
+    if not len(text):
+        return True
+    return bool(text.str.fullmatch(_PLAIN_INT).all()) and pd.to_numeric(text).dtype.kind == "i"
+
+
+def id_values(*columns: pd.Series) -> list[np.ndarray]:
+    """One id space read from several text columns (e.g. the user ids of .inter and .user) alike.
+
+    Ids are text, as RecBole reads its tokens, so an id is the same id in every file. Where every
+    value of every column is a plain integer within int64 they are stored as int64 instead, which
+    changes no identity and sorts them as numbers; one other value (a word, ``007``, an integer
+    beyond int64) keeps all of them text, so that ``12`` stays the same id in every file.
+    """
+    texts = [pd.Series(np.asarray(c, dtype=object)).astype(str) for c in columns]
+    if all(_plain_int64(t) for t in texts):
+        return [pd.to_numeric(t).to_numpy(np.int64) if len(t) else np.zeros(0, np.int64) for t in texts]
+    return [t.to_numpy(dtype=object) for t in texts]
+
+
+def require_ids(frame: pd.DataFrame, column: str, where: str | Path) -> None:
+    """Refuse an empty id: it would become code 0, the padding, and be taken for no id at all."""
+    empty = (frame[column].astype(str).str.strip() == "").to_numpy()
+    if empty.any():
+        row = int(np.flatnonzero(empty)[0])
+        raise DataError.at(where, f"empty id at data row {row + 1}; expected an id in every row", column)
 
 
 def binary_labels(frame: pd.DataFrame, column: str, where: str | Path) -> np.ndarray:

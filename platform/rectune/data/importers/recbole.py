@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from rectune.data.importers import IMPORTERS
-from rectune.data.importers.common import TaskRule, Vocab, read_delimited, require_columns
+from rectune.data.importers.common import (
+    TaskRule, Vocab, id_values, names, quoted, read_delimited, require_columns, require_ids, time_column,
+)
 from rectune.data.importers.implicit import CLICK, ImplicitImporter, Interactions, SideFeatures
 from rectune.data.prepared import DatasetTables
 from rectune.data.schema import Field
@@ -35,18 +38,13 @@ def read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     for col in frame.columns:
         name, sep, typ = str(col).rpartition(":")
         if not sep or typ not in TYPES:
-            raise DataError.at(path, f"header '{col}': expected 'name:type' with type one of {list(TYPES)}")
+            raise DataError.at(path, f"header {quoted(col)}: expected 'name:type' with type one of {list(TYPES)}")
+        if name in types:
+            raise DataError.at(path, f"named twice in the header ('{name}:{types[name]}' and {quoted(col)}); "
+                                     f"expected each column once", name)
         types[name] = typ
         renamed[col] = name
     return frame.rename(columns=renamed), types
-
-
-def token_values(column: pd.Series) -> pd.Series:
-    """Tokens as integers when they all are (so ids sort as numbers), else as strings."""
-    as_num = pd.to_numeric(column, errors="coerce")
-    if len(column) and as_num.notna().all() and np.all(np.mod(as_num.to_numpy(), 1) == 0):
-        return as_num.astype(np.int64)
-    return column.astype(str)
 
 
 def _seq_codes(column: pd.Series, where: Path, name: str) -> tuple[Vocab, list[list[int]]]:
@@ -74,9 +72,11 @@ def side_features(
             continue
         col = frame[name]
         if typ == "token":
-            vocab = Vocab.fit(token_values(col[col != ""]))
+            given = (col != "").to_numpy()
+            (tokens,) = id_values(col[given])  # an empty cell is no value (code 0), not a text token
+            vocab = Vocab.fit(tokens)
             arr = np.zeros(n_codes, dtype=np.int32)
-            arr[codes] = vocab.encode(token_values(col))
+            arr[codes[given]] = vocab.encode(tokens)
             fields.append(Field(name, "sparse", side=side, vocab_size=vocab.size, values=vocab.json_values()))
             values[name] = pa.array(arr)
         elif typ == "token_seq":
@@ -92,7 +92,9 @@ def side_features(
             num = pd.to_numeric(col.replace("", np.nan), errors="coerce")
             bad = num.isna() & (col != "")
             if bad.any():
-                raise DataError.at(where, f"unparsable value {col[bad].iloc[0]!r}; expected a number", name)
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError.at(where, f"unparsable value {quoted(col.iloc[row])} at data row {row + 1}; "
+                                          f"expected a number", name)
             fill = float(num.mean()) if num.notna().any() else 0.0
             arr = np.full(n_codes, fill, dtype=np.float32)
             arr[codes] = num.fillna(fill).to_numpy(dtype=np.float32)
@@ -193,46 +195,64 @@ class RecBoleImporter(ImplicitImporter):
         inter_path = _find(src, "inter", required=True)
         inter, itypes = read_atomic(inter_path)
         require_columns(inter, [self.user_field, self.item_field, self.time_field], inter_path)
-        ts = pd.to_numeric(inter[self.time_field], errors="coerce")
-        if ts.isna().any():
-            bad = inter[self.time_field][ts.isna()].iloc[0]
-            raise DataError.at(inter_path, f"unparsable value {bad!r}; expected a number (time)", self.time_field)
-        labels = {r.task: r.apply(inter, str(inter_path)) for r in self.rules}
+        require_ids(inter, self.user_field, inter_path)
+        require_ids(inter, self.item_field, inter_path)
+        ts = time_column(inter, self.time_field, inter_path)
+        labels = {r.task: r.apply(inter, inter_path) for r in self.rules}
 
         user_path, item_path = _find(src, "user", False), _find(src, "item", False)
         users_f, utypes = read_atomic(user_path) if user_path else (None, {})
         items_f, ityp = read_atomic(item_path) if item_path else (None, {})
         if users_f is not None:
             require_columns(users_f, [self.user_field], user_path)
+            require_ids(users_f, self.user_field, user_path)
         if items_f is not None:
             require_columns(items_f, [self.item_field], item_path)
+            require_ids(items_f, self.item_field, item_path)
+        kg_path, link_path = _find(src, "kg", False), _find(src, "link", False)
+        kg = link = None
+        if kg_path is not None and link_path is not None:
+            kg, _ = read_atomic(kg_path)
+            link, _ = read_atomic(link_path)
+            require_columns(kg, ["head_id", "relation_id", "tail_id"], kg_path)
+            require_columns(link, [self.item_field, "entity_id"], link_path)
 
-        inter_users, inter_items = token_values(inter[self.user_field]), token_values(inter[self.item_field])
-        uvocab = Vocab.fit(inter_users, token_values(users_f[self.user_field]) if users_f is not None else [])
-        ivocab = Vocab.fit(inter_items, token_values(items_f[self.item_field]) if items_f is not None else [])
+        # every file naming users (items) reads their ids alike: '12' is one id in all of them
+        inter_users, *user_ids = id_values(
+            inter[self.user_field], *([users_f[self.user_field]] if users_f is not None else []))
+        inter_items, *item_ids = id_values(
+            inter[self.item_field], *([items_f[self.item_field]] if items_f is not None else []),
+            *([link[self.item_field]] if link is not None else []))
+        uvocab = Vocab.fit(inter_users, *user_ids)
+        ivocab = Vocab.fit(inter_items, *item_ids[: 1 if items_f is not None else 0])
         n_user_codes, n_item_codes = uvocab.size, ivocab.size
 
         # side tables
         text_name = None
         if items_f is not None:
             text_name = self._text_column(ityp, item_path)
-            icodes = ivocab.encode(token_values(items_f[self.item_field]))
+            icodes = ivocab.encode(item_ids[0])
             item_side, _ = side_features(items_f, ityp, self.item_field, icodes, n_item_codes, "item",
                                          item_path, skip=(text_name,) if text_name else ())
         else:
             icodes = np.zeros(0, np.int32)
             item_side = SideFeatures([], {})
         if users_f is not None:
-            ucodes = uvocab.encode(token_values(users_f[self.user_field]))
+            ucodes = uvocab.encode(user_ids[0])
             user_side, _ = side_features(users_f, utypes, self.user_field, ucodes, n_user_codes, "user", user_path)
         else:
             user_side = SideFeatures([], {})
 
         interactions = Interactions(
             users=uvocab.encode(inter_users), items=ivocab.encode(inter_items),
-            ts=ts.to_numpy().astype(np.int64), labels=labels,
+            ts=ts, labels=labels,
         )
         splits = self.rows(interactions, n_item_codes, user_side, item_side)
+        for r in self.rules:
+            if pc.sum(splits["train"][r.task]).as_py() in (0, None):
+                raise DataError.at(
+                    inter_path, f"task rule '{r.text}' gives no positive in the train split "
+                    f"({int(labels[r.task].sum()):,} of {len(inter):,} interactions overall); expected some", r.column)
 
         # items.parquet / users.parquet
         all_items = np.arange(1, n_item_codes, dtype=np.int32)
@@ -252,13 +272,8 @@ class RecBoleImporter(ImplicitImporter):
             ucols[f.name] = user_side.values[f.name].take(pa.array(all_users))
 
         relations = None
-        kg_path, link_path = _find(src, "kg", False), _find(src, "link", False)
-        if kg_path is not None and link_path is not None:
-            kg, _ = read_atomic(kg_path)
-            link, _ = read_atomic(link_path)
-            require_columns(kg, ["head_id", "relation_id", "tail_id"], kg_path)
-            require_columns(link, [self.item_field, "entity_id"], link_path)
-            lk = pd.DataFrame({"item": ivocab.encode(token_values(link[self.item_field])), "entity": link["entity_id"]})
+        if kg is not None and link is not None:
+            lk = pd.DataFrame({"item": ivocab.encode(item_ids[-1]), "entity": link["entity_id"]})
             lk = lk[lk.item > 0].drop_duplicates("entity")
             icols["entity_id"] = pa.array(
                 pd.Series(lk.entity.to_numpy(), index=lk.item.to_numpy()).groupby(level=0).first()
@@ -284,7 +299,7 @@ class RecBoleImporter(ImplicitImporter):
     def _text_column(self, types: dict[str, str], where: Path) -> str | None:
         if self.text_field:
             if self.text_field not in types:
-                raise DataError.at(where, f"missing column for --text-field; columns are {list(types)}", self.text_field)
+                raise DataError.at(where, f"missing column for --text-field; columns are {names(types)}", self.text_field)
             return self.text_field
         for name, typ in types.items():
             if typ in ("token_seq", "token") and any(h in name.lower() for h in TEXT_HINTS) and name != self.item_field:

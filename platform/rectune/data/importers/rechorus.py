@@ -17,23 +17,33 @@ import pandas as pd
 import pyarrow as pa
 
 from rectune.data.importers import IMPORTERS
-from rectune.data.importers.common import Vocab, numeric_column, read_delimited, require_columns
+from rectune.data.importers.common import (
+    INT64_MAX, INT64_MIN, Vocab, id_values, numeric_column, quoted, read_delimited, require_columns,
+)
 from rectune.data.importers.implicit import CLICK, ImplicitImporter, Interactions, SideFeatures
 from rectune.data.prepared import DatasetTables
 from rectune.data.schema import Field
 from rectune.errors import DataError
 
 INTER_FILES = ("train.csv", "dev.csv", "test.csv")
-_LIST = re.compile(r"^\s*\[\s*([-\d\s,]*)\]\s*$")
+_LIST = re.compile(r"^\s*\[\s*((?:-?\d+(?:\s*,\s*|\s+))*(?:-?\d+)?)\s*,?\s*\]\s*$")
 
 
 def parse_id_list(cell: object, where: Path, column: str, row: int) -> list[int]:
+    """Item ids of a relation cell such as ``[12, 7]``; an id beyond int64 cannot be a known item."""
     if cell is None or (isinstance(cell, float) and np.isnan(cell)) or cell == "":
         return []
     m = _LIST.match(str(cell))
     if not m:
-        raise DataError.at(where, f"unparsable value {str(cell)[:40]!r} at data row {row + 1}; expected a list like [12, 7]", column)
-    return [int(x) for x in m.group(1).replace(",", " ").split()]
+        raise DataError.at(where, f"unparsable value {quoted(cell, 40)} at data row {row + 1}; "
+                                  f"expected a list like [12, 7]", column)
+    ids = []
+    for x in m.group(1).replace(",", " ").split():
+        if len(x.lstrip("-")) > 19 or not INT64_MIN <= int(x) <= INT64_MAX:
+            raise DataError.at(where, f"item {quoted(x)} at data row {row + 1} is not a known item id "
+                                      f"(beyond the int64 range)", column)
+        ids.append(int(x))
+    return ids
 
 
 @IMPORTERS.register("rechorus")
@@ -83,10 +93,10 @@ class ReChorusImporter(ImplicitImporter):
             for col in meta.columns:
                 if col.startswith("i_"):
                     name = col[2:]
-                    vals = meta[col].to_numpy()
+                    (vals,) = id_values(meta[col])
                     as_num = pd.to_numeric(meta[col], errors="coerce")
-                    if as_num.notna().all():
-                        vals = as_num.to_numpy()
+                    if as_num.notna().all() and as_num.dtype.kind == "f" and (as_num.abs() < 2**53).all():
+                        vals = as_num.to_numpy()  # decimal numbers: exact in float64, ordered as numbers
                     vocab = Vocab.fit(vals)
                     arr = np.zeros(n_item_codes, np.int32)
                     arr[mcodes] = vocab.encode(vals)
