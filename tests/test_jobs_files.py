@@ -109,19 +109,24 @@ def runtime_env() -> dict:
 
 
 def test_runtime_env_keys(runtime_env):
-    assert set(runtime_env) == {"env_vars", "excludes"}
-    assert "pip" not in runtime_env and "working_dir" not in runtime_env  # --working-dir . gives it
+    assert set(runtime_env) == {"env_vars", "excludes", "pip"}
+    assert "working_dir" not in runtime_env  # --working-dir . gives it
+    # the job's environment gets the locked pins (tests/test_lock.py: the same as requirements.lock)
+    assert runtime_env["pip"] == {"packages": "jobs/requirements.txt", "pip_check": False}
     assert runtime_env["env_vars"] == {"PYTHONPATH": "platform"}
     assert all(isinstance(v, str) for v in runtime_env["env_vars"].values())
     for pattern in (".git", ".venv", ".venv-peers", "__pycache__", "/runs/", "/rectune-quickstart/", "*.parquet"):
         assert pattern in runtime_env["excludes"], pattern
 
 
-def test_runtime_env_is_accepted_by_ray(runtime_env):
+def test_runtime_env_is_accepted_by_ray(runtime_env, monkeypatch):
     from ray.runtime_env import RuntimeEnv
 
+    monkeypatch.chdir(ROOT)  # `ray job submit` runs from the repository root, where it reads the pins
     env = RuntimeEnv(**runtime_env, working_dir=str(ROOT))
     assert env.env_vars() == {"PYTHONPATH": "platform"}
+    pins = [ln for ln in (JOBS / "requirements.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert [p for p in env.pip_config()["packages"] if not p.startswith("#")] == pins
 
 
 def _package(tmp_path: Path, root: Path, runtime_env: dict) -> set[str]:

@@ -125,7 +125,7 @@ def pids_naming(folder: str) -> list[int]:
     return found
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(540)
 def test_campaign_as_a_ray_job_on_a_local_head(small_world, tmp_path):
     token = secrets.token_hex(32)
     token_file = tmp_path / "auth_token"
@@ -161,7 +161,7 @@ def test_campaign_as_a_ray_job_on_a_local_head(small_world, tmp_path):
         assert sub.returncode == 0, sub.stdout + sub.stderr
         submitted = True
 
-        status, deadline = None, time.time() + 240
+        status, deadline = None, time.time() + 330  # the pip env first: ~1 min
         while time.time() < deadline:
             status = job_status(env, url, job_id)
             if status in ("SUCCEEDED", "FAILED", "STOPPED"):
@@ -183,6 +183,8 @@ def test_campaign_as_a_ray_job_on_a_local_head(small_world, tmp_path):
         assert "campaign j1: 2 trials, 2 at a time" in text, text[-6000:]
         assert "best trials by valid/mean_auc (2 done, 0 errored)" in text, text[-6000:]
         assert sum(f"{t.value:.4f}" in text for t in complete) == 2, text[-6000:]
+        # the job ran in the environment of jobs/runtime_env.yaml's pip pins (the locked versions)
+        assert list(Path(temp_dir).glob("session_*/runtime_resources/pip/*/virtualenv")), "no pip runtime env"
     finally:
         if submitted and head.poll() is None:  # a job still running: stop it before its head
             ray_cli(env, "job", "stop", job_id, "--address", url, "--no-wait", timeout=60)
