@@ -1,8 +1,8 @@
 """Every module of the package imports on its own, first, in a fresh interpreter.
 
 A test run imports modules in one order (conftest, then the test files alphabetically), which can
-hide an import cycle that bites a user or a Ray worker importing another module first (stop 18's
-CI failed on one: ``rectune.augment`` first, ``rectune.batches`` -> ``rectune.data`` ->
+hide an import cycle that bites a user or a Ray worker importing another module first (one such
+cycle failed CI: ``rectune.augment`` first, ``rectune.batches`` -> ``rectune.data`` ->
 ``rectune.data.prepared`` -> ``rectune.batches`` half-initialised). One subprocess per module would
 cost a minute; one interpreter that forgets the package between modules checks the same thing.
 """

@@ -678,7 +678,7 @@ def bench_mission(name: str, storage: str | None, study_db: str | None, peer_pyt
                   data_dir: Path | None) -> None:
     """A campaign's best (or the pick of its --top best) against the baseline, its ablations
     (augmentation, KG+text fusion, MTL weighting off) and torch-rechub's tuned peers, on the same
-    rows and seeds (issue 7)."""
+    rows and seeds."""
     from rectune.bench.mission import run
 
     run(_open(name, storage, study_db), peer_python, seeds=seeds, out=out, data=data_dir,

@@ -82,7 +82,7 @@ def test_relations_are_real_neighbours(small_world):
 def test_signal_sits_where_the_generator_puts_it(small_world):
     """Without any id, title words + category + profile predict clicks: the text carries signal.
 
-    (How much each component helps a real model, cold items apart, is issue 7's ablation.)"""
+    (How much each component helps a real model, cold items apart, is what a campaign's ablation measures.)"""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
     import scipy.sparse as sp

@@ -1,4 +1,4 @@
-"""Reliability drills (issue 7): a worker killed mid-trial, a trial whose loss turns NaN, a damaged
+"""Reliability drills: a worker killed mid-trial, a trial whose loss turns NaN, a damaged
 Parquet file, and where rectune's own Ray listens. Each bounded in time."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ After a campaign (``rectune tune``) on a benchmark table, on the same rows and t
   trials over its learning rate, weight decay, dropout and embedding size on the first seed
   (default: as many trials as the campaign completed), then its best on the other seeds.
 
-The goal (issue 7): the pick at least ``GOAL`` AUC above the best peer on every task
+The goal: the pick at least ``GOAL`` AUC above the best peer on every task
 (means over the seeds). Peer runs go beside the rectune runs (a second thread, one torch thread
 each) since only quality is compared here; they are kept as JSON under ``OUT/peers`` and reused
 when the bench runs again, as the rectune runs are.

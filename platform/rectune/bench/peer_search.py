@@ -1,6 +1,6 @@
 """A peer's own hyperparameter search: torch-rechub's models tuned with the effort a campaign gets.
 
-The mission's comparison (issue 7) asks for peers "with comparable tuning effort". Each peer gets
+The mission's comparison asks for peers "with comparable tuning effort". Each peer gets
 ``trials`` runs drawn by Optuna's TPE sampler (fixed seed) over its own hyperparameters,
 ``PEER_SPACE``: the learning rate and its schedule over the epochs, the weight decay, the dropout
 of its MLPs and the embedding size, the knobs rectune's campaigns search beside their components. The first trial is the

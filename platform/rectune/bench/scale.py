@@ -1,5 +1,5 @@
 """``rectune bench scale``: throughput of one trial with 1 and 2 Train workers, and of a campaign
-with 1, 2 and 4 trials at a time, on this machine (issue 7); on request the same campaign on two
+with 1, 2 and 4 trials at a time, on this machine; on request the same campaign on two
 nodes, and a campaign's peak memory by dataset size.
 
 - **Workers**: ``rectune train`` (Ray Train, the Ray Data stream, no augmentation) on the same rows

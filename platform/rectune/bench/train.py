@@ -1,4 +1,4 @@
-"""``rectune bench train``: training speed and quality of rectune's MMoE, side by side (issue 4).
+"""``rectune bench train``: training speed and quality of rectune's MMoE, side by side.
 
 For each seed, on the same rows and the same settings (``model.mtl=mmoe``, embedding width,
 batch size, Adam learning rate, epochs, best epoch by the mean valid AUC, no augmentation):
