@@ -338,3 +338,22 @@ def test_empty_side_value_leaves_the_other_values_coded(tmp_path: Path) -> None:
     table = pq.read_table(out / "users.parquet").to_pandas().set_index("raw_user_id")
     assert table.loc[3, "age"] == 0 and (table.drop(index=3).age > 0).all()
     assert table.drop(index=3).age.is_unique
+
+
+# ---------------------------------------------------------------------------------------------
+# an --out that cannot be written: refused before the sources are read
+# ---------------------------------------------------------------------------------------------
+def test_an_unwritable_out_is_refused_before_the_import(tmp_path: Path, monkeypatch) -> None:
+    from rectune.data.importers.recbole import RecBoleImporter
+
+    def never(self, src):
+        raise AssertionError("the sources were read before --out was found unwritable")
+
+    monkeypatch.setattr(RecBoleImporter, "build", never)
+    src = _recbole(tmp_path)
+    res = run_cli("data", "import", "recbole", src, "--out", "/proc/rectune-out")
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "/proc/rectune-out: cannot be written in /proc" in res.stderr
+    (tmp_path / "file").write_text("")
+    res = run_cli("data", "import", "recbole", src, "--out", tmp_path / "file" / "out")
+    assert res.exit_code == 2 and "is not a folder; expected a folder to write the dataset in" in res.stderr
