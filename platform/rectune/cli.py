@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from rectune.errors import RectuneError
+from rectune.errors import RectuneError, first_line, shorten
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -33,11 +33,6 @@ ARGV = "rectune.argv"
 """ctx.meta key: the command line as given, for the line that reports an unexpected error."""
 
 
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 class Group(click.Group):
     """Turns every RectuneError into one line on stderr and exit code 2, and any other error into
     one line naming the command and its input, exit code 1 (the traceback with --debug)."""
@@ -58,9 +53,9 @@ class Group(click.Group):
             if ctx.find_root().params.get("debug"):
                 raise
             command = " ".join(["rectune", *(a for a in ctx.meta.get(ARGV, []) if a != "--debug")])
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(f"rectune: error: {_short(command, 160)}: unexpected {type(exc).__name__}"
-                       f"{': ' + _short(why) if why else ''} (rerun with --debug for the traceback)", err=True)
+            why = first_line(str(exc), 200)
+            click.echo(f"rectune: error: {shorten(command)}: unexpected {type(exc).__name__}"
+                       f"{': ' + why if why else ''} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
 
 

@@ -7,6 +7,22 @@ from pathlib import Path
 from typing import Iterable
 
 
+def shorten(text: str, limit: int = 160) -> str:
+    """``text`` on one line (whitespace runs as one space), cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def first_line(error: BaseException | str, limit: int = 160) -> str:
+    """The first non-empty line of an error's message (an exception without one: its type name; empty
+    text: ""), cut to ``limit`` characters: what a one-line message quotes of another library's error,
+    which may hold a whole source line or a traceback."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return shorten(text.splitlines()[0], limit)
+
+
 def closest(name: str, options: Iterable[str]) -> str | None:
     """The option most like ``name`` (a likely misspelling), or None."""
     hits = difflib.get_close_matches(name, [str(o) for o in options], n=1)

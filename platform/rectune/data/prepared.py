@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rectune.data.schema import SPLITS, TEXT_EMB_COLUMN, Field, Schema
-from rectune.errors import DataError
+from rectune.errors import DataError, first_line
 
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
@@ -48,18 +48,25 @@ def _is_int(t: pa.DataType) -> bool:
     return pa.types.is_integer(t)
 
 
-def _check_ids(where: str, name: str, arr: pa.ChunkedArray | pa.Array, vocab: int) -> None:
-    if arr.null_count:
-        raise DataError.at(where, f"{arr.null_count} null value(s); expected ids in [0, {vocab})", name)
-    if len(arr) == 0:
-        return
-    mm = pc.min_max(arr)
-    lo, hi = mm["min"].as_py(), mm["max"].as_py()
-    if lo is not None and (lo < 0 or hi >= vocab):
+def _check_range(where: str, column: str, what: str, nulls: int, lo, hi, high: int) -> None:
+    """Refuse nulls, and a min or max outside [0, ``high``), in an id (``what`` "id") or label
+    ("label") column: one message, whether the values were read or come from the file's statistics."""
+    expected = f"expected ids in [0, {high})" if what == "id" else "expected labels in {0, 1}"
+    if nulls:
+        raise DataError.at(where, f"{nulls} null {what}(s); {expected}", column)
+    if lo is not None and (lo < 0 or hi >= high):
         bad = lo if lo < 0 else hi
-        raise DataError.at(
-            where, f"id {bad} out of vocabulary range; expected ids in [0, {vocab}) (vocab_size {vocab})", name
-        )
+        raise DataError.at(where, f"id {bad} out of vocabulary range; {expected} (vocab_size {high})"
+                           if what == "id" else f"label {bad}; {expected}", column)
+
+
+def _check_values(where: str, column: str, arr: pa.ChunkedArray | pa.Array, what: str, high: int) -> None:
+    mm = pc.min_max(arr) if len(arr) else {"min": pa.scalar(None), "max": pa.scalar(None)}
+    _check_range(where, column, what, arr.null_count, mm["min"].as_py(), mm["max"].as_py(), high)
+
+
+def _check_ids(where: str, name: str, arr: pa.ChunkedArray | pa.Array, vocab: int) -> None:
+    _check_values(where, name, arr, "id", vocab)
 
 
 def check_field_type(where: str, arrow: pa.Schema, f: Field) -> None:
@@ -109,13 +116,7 @@ def check_column(where: str, table: pa.Table, f: Field) -> None:
 def check_label(where: str, table: pa.Table, task: str) -> None:
     check_label_type(where, table.schema, task)
     col = table.column(task)
-    if col.null_count:
-        raise DataError.at(where, f"{col.null_count} null label(s); expected labels in {{0, 1}}", task)
-    if len(col) and not pa.types.is_boolean(col.type):
-        mm = pc.min_max(col)
-        lo, hi = mm["min"].as_py(), mm["max"].as_py()
-        if lo < 0 or hi > 1:
-            raise DataError.at(where, f"label {lo if lo < 0 else hi}; expected labels in {{0, 1}}", task)
+    _check_values(where, task, col, "label", 2)  # booleans are always in range
 
 
 def check_split(where: str, table: pa.Table, schema: Schema) -> None:
@@ -211,7 +212,7 @@ class PreparedDataset:
         except FileNotFoundError:
             raise DataError.at(path, "missing file") from None
         except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
-            msg = str(exc).splitlines()[0]
+            msg = first_line(exc)
             if columns is not None:
                 try:
                     present = pq.read_schema(path).names
@@ -299,45 +300,36 @@ def check_footer(path: Path, schema: Schema, split: bool = False, ids: dict[str,
     try:
         meta = pq.read_metadata(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError.at(path, f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
+        raise DataError.at(path, f"unreadable Parquet file ({first_line(exc)})") from None
     arrow = meta.schema.to_arrow_schema()
-    ranges: dict[str, tuple[int, int, str]] = {}  # column -> allowed [low, high), what it is
+    ranges: dict[str, tuple[int, str]] = {}  # column -> (values allowed in [0, high), "id" or "label")
     for column, vocab in (ids or {}).items():
         if column not in arrow.names:
             raise DataError.missing_column(where, column, arrow.names, "id column")
-        ranges[column] = (0, vocab, "id")
+        ranges[column] = (vocab, "id")
     if split:
         for f in schema.row_fields:
             check_field_type(where, arrow, f)
             if f.kind in ("sparse", "sequence"):
-                ranges[f.name] = (0, f.vocab_size, "id")
+                ranges[f.name] = (f.vocab_size, "id")
         for task in schema.tasks:
             check_label_type(where, arrow, task)
             if not pa.types.is_boolean(arrow.field(task).type):
-                ranges[task] = (0, 2, "label")
+                ranges[task] = (2, "label")
     leaves = {meta.schema.column(j).path.split(".")[0]: j for j in range(meta.num_columns)}
-    for column, (low, high, what) in ranges.items():
-        nested = not pa.types.is_integer(arrow.field(column).type)
+    reader = None  # opened only for a row group without statistics
+    for column, (high, what) in ranges.items():
+        nested = not pa.types.is_integer(arrow.field(column).type)  # a list: its leaf counts empty lists as nulls
         for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            if group.num_rows == 0:
+            if meta.row_group(g).num_rows == 0:
                 continue
-            stats = group.column(leaves[column]).statistics
+            stats = meta.row_group(g).column(leaves[column]).statistics
             if stats is not None and stats.has_min_max and (nested or stats.has_null_count):
-                lo, hi, nulls = stats.min, stats.max, 0 if nested else stats.null_count
-            else:
-                values = pq.ParquetFile(path).read_row_group(g, columns=[column]).column(column)
-                nulls = 0 if nested else values.null_count
-                mm = pc.min_max(pc.list_flatten(values) if nested else values)
-                lo, hi = mm["min"].as_py(), mm["max"].as_py()
-            # the messages of the full check (check_column, check_label)
-            expected = f"expected ids in [0, {high})" if what == "id" else "expected labels in {0, 1}"
-            if nulls:
-                raise DataError.at(where, f"{nulls} null {what}(s); {expected}", column)
-            if lo is not None and (lo < low or hi >= high):
-                bad = lo if lo < low else hi
-                raise DataError.at(where, f"id {bad} out of vocabulary range; {expected} (vocab_size {high})"
-                                   if what == "id" else f"label {bad}; {expected}", column)
+                _check_range(where, column, what, 0 if nested else stats.null_count, stats.min, stats.max, high)
+                continue
+            reader = reader or pq.ParquetFile(path)
+            values = reader.read_row_group(g, columns=[column]).column(column)
+            _check_values(where, column, pc.list_flatten(values) if nested else values, what, high)
     return meta.num_rows
 
 

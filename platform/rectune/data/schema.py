@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from rectune.errors import DataError
+from rectune.errors import DataError, shorten
 
 FORMAT_VERSION = 1
 FIELD_KINDS = ("sparse", "sequence", "dense", "text")
@@ -289,8 +289,7 @@ class Schema:
 
 def _shown(value: Any) -> str:
     """A value as JSON, cut short: an error line stays one short line."""
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shorten(json.dumps(value, default=str), 40)
 
 
 def _json_default(obj: Any) -> Any:

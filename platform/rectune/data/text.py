@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from rectune.data.prepared import ITEMS_FILE, PreparedDataset, check_items, open_dataset, replace_files
 from rectune.data.schema import TEXT_EMB_COLUMN, Field, Schema
-from rectune.errors import ConfigError, DataError
+from rectune.errors import ConfigError, DataError, first_line
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 EMB_DIM = 384
@@ -226,7 +226,7 @@ def _read_items_schema(ds: PreparedDataset) -> pa.Schema:
     try:
         return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError.at(path, f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
+        raise DataError.at(path, f"unreadable Parquet file ({first_line(exc)})") from None
 
 
 def _check_writable(path: Path) -> None:

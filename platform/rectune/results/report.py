@@ -29,7 +29,7 @@ def list_campaigns(storage: str | None = None, study_db: str | None = None) -> l
     out of reach) is listed as "unreadable" with the one-line reason, so that one broken campaign
     does not hide the others; ``results show NAME`` reports the same reason (or the traceback of
     an unexpected error) for that campaign alone."""
-    from rectune.errors import RectuneError
+    from rectune.errors import RectuneError, first_line
 
     out = []
     for name in campaign_names(storage):
@@ -38,9 +38,8 @@ def list_campaigns(storage: str | None = None, study_db: str | None = None) -> l
         except RectuneError as err:
             out.append({"name": name, "status": "unreadable", "error": str(err)})
         except Exception as exc:  # noqa: BLE001 - an unforeseen damage of one campaign
-            first = (str(exc).strip().splitlines() or [""])[0]
             out.append({"name": name, "status": "unreadable",
-                        "error": f"{type(exc).__name__}: {first} (rectune results show {name} tells more)"})
+                        "error": f"{type(exc).__name__}: {first_line(str(exc))} (rectune results show {name} tells more)"})
     return out
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from rectune.errors import ConfigError, DataError
+from rectune.errors import ConfigError, DataError, first_line, shorten
 from rectune.tune.folder import (DEFAULT_STORAGE, STORAGE_ENV, STUDY_DB_ENV, TUNE_TRIAL_ATTR, CampaignFolder, is_uri,
                                   redact)
 from rectune.tune.space import SearchSpace, from_mapping
@@ -276,7 +276,7 @@ def open_folder(name: str, storage: str | None = None) -> tuple[CampaignFolder, 
     for key, (typ, what) in META_FIELDS.items():
         value = meta.get(key)
         if value is not None and (not isinstance(value, typ) or isinstance(value, bool)):
-            raise DataError(f"{folder.root}/campaign.json: {key}: expected {what}, got {json.dumps(value)[:60]}; "
+            raise DataError(f"{folder.root}/campaign.json: {key}: expected {what}, got {shorten(json.dumps(value), 60)}; "
                             f"the campaign folder is damaged")
     return folder, meta
 
@@ -370,8 +370,8 @@ def _trials_from(url: str, study_name: str, shown: str) -> list:
         # Optuna wraps a database error (a file without its tables: "no such table") in its own
         cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ else exc
         cause = getattr(cause, "orig", None) or cause
-        first = (str(cause).strip().splitlines() or [""])[0]
-        raise DataError(f"{shown}: not a readable study database ({type(cause).__name__}: {first})") from None
+        raise DataError(f"{shown}: not a readable study database ({type(cause).__name__}: "
+                        f"{first_line(str(cause))})") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rectune.errors import ConfigError
+from rectune.errors import ConfigError, first_line
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEFAULT_STORAGE = "campaigns"
@@ -138,7 +138,7 @@ def study_storage(url: str, attempts: int = 5):
             # a campaign and a reader, starting at once; Optuna's table set-up is not atomic):
             # "table ... already exists", a duplicate alembic version. The tables are there now,
             # so opening the database again succeeds.
-            why = _first_line(exc.orig)
+            why = first_line(exc.orig)
             if not (isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in why):
                 raise _storage_error(url, exc, why) from None
             if attempt == attempts - 1:
@@ -147,11 +147,7 @@ def study_storage(url: str, attempts: int = 5):
             time.sleep(0.2 * (attempt + 1))
         except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as exc:
             raise ConfigError(f"--study-db {redact(url)}: not a usable SQLAlchemy database URL ({type(exc).__name__}: "
-                              f"{_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                              f"{first_line(exc)})") from None
 
 
 def _storage_error(url: str, exc, why: str) -> ConfigError:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rectune.errors import ConfigError, DataError
+from rectune.errors import ConfigError, DataError, first_line
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_CELL = 1_000_000
@@ -305,7 +305,7 @@ def read_delimited(path: Path, sep: str = ",", **kwargs) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError.at(path, "empty file; expected a header and rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OverflowError) as exc:
-        raise DataError.at(path, f"unparsable ({_first_line(exc)})") from None
+        raise DataError.at(path, f"unparsable ({first_line(exc)})") from None
     for name in header:
         if len(str(name)) > MAX_NAME:
             raise DataError.at(path, f"header cell {quoted(name)}: expected column names of at most {MAX_NAME} "
@@ -325,13 +325,6 @@ def read_delimited(path: Path, sep: str = ",", **kwargs) -> pd.DataFrame:
                 raise DataError.at(path, f"value of {lengths[row]:,} characters at data row {row + 1}; expected at "
                                          f"most {MAX_CELL:,} (a broken line?)", col)
     return frame
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    """The first line of an exception's message, cut short (parsers may quote a whole line)."""
-    lines = str(exc).splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], where: str | Path) -> None:
