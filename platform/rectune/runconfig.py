@@ -78,7 +78,7 @@ TASK_WEIGHT_PREFIX = "loss.weights."
 
 @dataclass
 class OptimParams(Params):
-    lr: float = param(1e-3, "Adam learning rate", low=1e-6, high=1.0)
+    lr: float = param(3e-3, "Adam learning rate", low=1e-6, high=1.0)
     weight_decay: float = param(0.0, "L2 penalty on the dense layers (not on the embeddings)", low=0.0, high=1.0)
     emb_l2: float = param(0.0, "L2 penalty on the embedding rows used by each batch", low=0.0, high=1.0)
     ema: float = param(0.0, "decay of an exponential moving average of the weights, updated after every step "
@@ -122,7 +122,7 @@ def all_keys() -> list[Key]:
                                            "choices": ("none", "mean", "attention")})]
     keys += [dataclasses.replace(k, used_by=("model.kg", ("mean", "attention"))) for k in keys_of("model.kg", KGParams)]
     keys += choice_keys("model.fusion", FUSIONS, "concat", "how the modalities are fused")
-    keys += choice_keys("model.mtl", ARCHITECTURES, "shared_bottom", "multi-task architecture")
+    keys += choice_keys("model.mtl", ARCHITECTURES, "mmoe", "multi-task architecture")
     keys += choice_keys("loss.weighting", WEIGHTINGS, "fixed", "how the task losses are weighted")
     keys += keys_of("optim", OptimParams)
     keys += keys_of("train", TrainParams)

@@ -46,7 +46,7 @@ class ModelParams(Params):
                               low=1, high=8192, default_factory=lambda: [128, 64])
     tower: list[int] = param(None, "hidden layers of each task tower", low=1, high=8192, default_factory=lambda: [32])
     dropout: float = param(0.0, "dropout after each hidden layer", low=0.0, high=0.9)
-    norm: str = param("none", "normalisation after each hidden linear layer: none, batch (BatchNorm, as "
+    norm: str = param("batch", "normalisation after each hidden linear layer: none, batch (BatchNorm, as "
                       "torch-rechub's MLPs) or layer (LayerNorm)", choices=("none", "batch", "layer"))
     history: str = param("mean", "pooling of the behaviour history: none, mean, or attention (DIN-style, "
                          "against the target item)", choices=("none", "mean", "attention"))
