@@ -365,6 +365,23 @@ def bench_train(dataset: Path, seeds: int, epochs: int, batch_size: int, emb: in
         ray_side=not no_ray)
 
 
+@bench.command("defaults", context_settings=CONTEXT)
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="seeds 0..N-1, every side")
+@click.option("--peer-python", default=None, type=click.Path(path_type=Path),
+              help="python of the peer environment (make bench-peers: .venv-peers/bin/python); without it the "
+                   "torch-rechub side is skipped")
+@click.option("--variant", "variants", multiple=True, metavar="KEY=VALUE[;KEY=VALUE]",
+              help="a candidate: the defaults with these keys changed (repeatable)")
+def bench_defaults(datasets: tuple[Path, ...], seeds: int, peer_python: Path | None, variants: tuple[str, ...]) -> None:
+    """rectune with no settings against torch-rechub's MMoE + history at its defaults (test AUC per task)."""
+    from rectune.bench.defaults import run
+    from rectune.config import parse_sets
+
+    extra = {v: parse_sets(v.split(";"), "--variant") for v in variants}
+    run(list(datasets), seeds=seeds, peer_python=peer_python, variants=extra or None)
+
+
 @bench.command("tune", context_settings=CONTEXT)
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--trials", default=12, show_default=True, type=click.IntRange(min=2))
@@ -448,10 +465,13 @@ def train_cmd(data_dir: Path, config_file: Path | None, sets: tuple[str, ...], w
 
 @main.command("tune", context_settings=CONTEXT)
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="a prepared dataset")
-@click.option("--space", "space_file", required=True, type=click.Path(path_type=Path),
-              help="a search space YAML (search_spaces/*.yaml)")
+@click.option("--space", "space_file", default=None, type=click.Path(path_type=Path),
+              help="a search space YAML (search_spaces/*.yaml); default: a space built from the dataset (its "
+                   "tasks, fields, item graph and text) with a budget sized to its rows and the cluster's CPUs")
 @click.option("--name", required=True, help="the campaign's name (its folder and its study)")
 @click.option("--trials", default=None, type=click.IntRange(min=1), help="trial budget (default: the space's)")
+@click.option("--minutes", default=None, type=Finite(min=1),
+              help="time limit of the campaign in minutes (default: the space's; 60 for the built space)")
 @click.option("--address", default=None, help="a running Ray cluster (auto or ray://...); default: start a local Ray")
 @click.option("--storage", default=None,
               help="where campaigns live: a folder or a URI such as s3://bucket/campaigns "
@@ -460,14 +480,14 @@ def train_cmd(data_dir: Path, config_file: Path | None, sets: tuple[str, ...], w
               help="SQLAlchemy URL of the Optuna study's database (default $RECTUNE_STUDY_DB or SQLite in the "
                    "campaign folder), e.g. postgresql://user@host:5432/db")
 @click.option("--resume", is_flag=True, help="continue the campaign NAME where it stopped")
-def tune_cmd(data_dir: Path, space_file: Path, name: str, trials: int | None, address: str | None,
-             storage: str | None, study_db: str | None, resume: bool) -> None:
+def tune_cmd(data_dir: Path, space_file: Path | None, name: str, trials: int | None, minutes: float | None,
+             address: str | None, storage: str | None, study_db: str | None, resume: bool) -> None:
     """Run a tuning campaign: Ray Tune trials, each a Ray Train run, searched by Optuna, stopped
     early by ASHA; prints the best trials."""
     from rectune.tune.campaign import run_campaign
 
     result = run_campaign(data_dir, space_file, name, storage=storage, trials=trials, address=address,
-                          study_db=study_db, resume=resume)
+                          study_db=study_db, resume=resume, minutes=minutes)
     if result.status != "finished":
         click.echo(f"campaign {name} {result.status}; continue it with --resume", err=True)
         sys.exit(1)

@@ -201,16 +201,21 @@ def test_evaluate_retrains_best_and_baseline(campaign, tmp_path):
     assert base["train.epochs"] == 2  # the campaign's fixed settings stay
     report = evaluate(c, top=1, seeds=1, out=tmp_path / "eval")
     labels = [r["label"] for r in report["rows"]]
-    assert labels == ["baseline", f"trial-{c.best_trial().number}"]
-    best = report["rows"][1]["metrics"]["test/click_auc"]
+    assert labels == ["baseline", "peer-equivalent", f"trial-{c.best_trial().number}"]
+    best = report["rows"][2]["metrics"]["test/click_auc"]
     assert 0.5 < best["mean"] < 1 and best["lift"]["seeds"] == 1 and best["lift"]["ci95"] is None
     assert best["lift"]["mean"] == pytest.approx(best["mean"] - report["rows"][0]["metrics"]["test/click_auc"]["mean"])
+    # the second reference: the peer-equivalent start point, the campaign's second trial, as it ran there
+    peer = report["rows"][1]
+    assert peer["config"] == c.config_of(c.trial(1)).changed() and peer["config"]["model.mtl"] == "mmoe"
+    assert best["lift_peer"]["mean"] == pytest.approx(best["mean"] - peer["metrics"]["test/click_auc"]["mean"])
+    assert "lift_peer" not in peer["metrics"]["test/click_auc"]
     # --top 1: the pick is the campaign's best; each row carries its mean valid objective (the pick's criterion)
-    assert report["pick"]["label"] == labels[1] and report["objective"] == "valid/mean_auc"
+    assert report["pick"]["label"] == labels[2] and report["objective"] == "valid/mean_auc"
     assert all(0.5 < r["objective"] < 1 for r in report["rows"])
     assert report["seeds"] == [c.space.base()["train.seed"] + 1]
     saved = json.loads((tmp_path / "eval" / "evaluate.json").read_text())
-    assert saved["rows"][1]["metrics"]["test/click_auc"]["mean"] == best["mean"]
+    assert saved["rows"][2]["metrics"]["test/click_auc"]["mean"] == best["mean"]
     # a second evaluation reuses the finished runs (no training)
     again = evaluate(c, top=1, seeds=1, out=tmp_path / "eval")
     assert json.dumps(again["rows"], default=str) == json.dumps(report["rows"], default=str)  # std is NaN at 1 seed

@@ -147,13 +147,14 @@ def test_load_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("name, tasks", [
     ("quick", ["click", "conversion"]), ("full", ["click", "conversion"]), ("augment", ["click", "conversion"]),
+    ("quick", ["click", "like"]), ("full", ["purchase"]), ("augment", ["click"]),
     ("bench-synth", ["click", "conversion"]), ("bench-synth-ids", ["click", "conversion"]),
     ("bench-synth-new", ["click", "conversion"]), ("bench-synth-rare", ["click", "conversion"]),
     ("bench-ml100k-mtl", ["click", "like"]), ("bench-ml100k-mtl-focus", ["click", "like"]), ("bench-grocery-kg", ["click"])])
 def test_shipped_spaces_load_and_sample(name, tasks):
     from pathlib import Path
 
-    sp = load(Path(__file__).parents[2] / "search_spaces" / f"{name}.yaml")
+    sp = load(Path(__file__).parents[2] / "search_spaces" / f"{name}.yaml").for_tasks(tasks)
     sp.check_dataset(tasks)
     for d in sample(sp, 10):
         sp.config(d)  # every draw is a valid run configuration
@@ -173,10 +174,25 @@ def test_start_points_come_first_once_and_change_the_fingerprint(tmp_path):
         return StudySearch(sp, storage, "s")
 
     first = searcher()
-    asked = [first.suggest(f"t{i}") for i in range(3)]
-    assert asked[0]["model.mtl"] == "shared_bottom" and asked[0]["model.hidden"] == "128,64"
-    assert asked[1]["optim.lr"] == 1e-3 and asked[2]["optim.lr"] != 1e-3
+    asked = [first.suggest(f"t{i}") for i in range(5)]
+    # after the floor every campaign tries first (the defaults, the peer-equivalent: test_auto_space.py)
+    from rectune.runconfig import RunConfig
+
+    assert asked[0]["model.mtl"] == RunConfig()["model.mtl"] and asked[1]["model.mtl"] == "mmoe"
+    assert asked[0]["optim.lr"] == RunConfig()["optim.lr"] and asked[1]["optim.lr"] == 1e-3
+    assert asked[2]["model.mtl"] == "shared_bottom" and asked[2]["model.hidden"] == "128,64"
+    assert asked[3]["optim.lr"] == 1e-3 and asked[4]["optim.lr"] != 1e-3
     searcher()  # a resumed campaign sets the study up again: the points are not enqueued twice
     study = optuna.load_study(study_name="s", storage=storage)
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 0
-    assert len(study.trials) == 3
+    assert len(study.trials) == 5
+
+
+def test_task_weights_of_every_task_from_one_wildcard_key():
+    sp = space(**{"search/loss.weights.*": {"float": [0.5, 2.0]}, "search/loss.weights.like": {"float": [1.0, 3.0]}})
+    out = sp.for_tasks(["click", "like", "buy"])
+    weights = {d.key: (d.low, d.high) for d in out.params if d.key.startswith("loss.weights.")}
+    assert weights == {"loss.weights.click": (0.5, 2.0), "loss.weights.buy": (0.5, 2.0),
+                       "loss.weights.like": (1.0, 3.0)}  # a task named in the space keeps its own range
+    out.check_dataset(["click", "like", "buy"])
+    assert space().for_tasks(["click"]) == space()

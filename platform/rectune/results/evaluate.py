@@ -7,6 +7,11 @@ the Ray Data stream, the best epoch by ``train.metric`` on valid). Test metrics 
 are reported as mean ± std over the seeds; the **lift** of a configuration is its paired
 difference from the baseline at the same seed, with a 95% t-interval over the seeds.
 
+A second reference, the **peer-equivalent** configuration, is the start point every campaign tries
+for the usual peer (torch-rechub's MMoE with the history mean-pooled at its example settings, as
+far as the campaign's space allows; ``rectune.tune.auto``): each candidate's paired difference from
+it is reported beside the lift ("vs peer").
+
 The seeds are not the campaign's own (``train.seed`` + 1 ...): the top trials were chosen on that
 seed, and a lift measured on it would include the luck of the selection.
 
@@ -45,6 +50,10 @@ from rectune.results.store import Campaign
 from rectune.runconfig import RunConfig
 
 BASELINE = "baseline"
+PEER = "peer-equivalent"
+"""The second reference: the campaign's start point equivalent to the usual peer (torch-rechub's MMoE
+with the history mean-pooled at its example settings; ``rectune.tune.auto.PEER_SETTINGS``)."""
+REFERENCES = (BASELINE, PEER)
 
 
 def _augmentation_off(cfg: RunConfig) -> None:
@@ -107,10 +116,13 @@ def ablations(best: Candidate) -> tuple[list[Candidate], list[str]]:
 
 
 def candidates(c: Campaign, top: int) -> list[Candidate]:
+    """The baseline, the peer-equivalent start point, then the campaign's top ``top`` trials."""
+    from rectune.tune.auto import reference_config
+
     ranked = c.ranked()
     if not ranked:
         raise ConfigError(f"campaign '{c.name}': no completed trial to evaluate ({c.summary_counts()})")
-    return [Candidate(BASELINE, None, baseline_config(c))] + [
+    return [Candidate(BASELINE, None, baseline_config(c)), Candidate(PEER, None, reference_config(c.space, PEER))] + [
         Candidate(f"trial-{t.number}", t.number, c.config_of(t)) for t in ranked[:top]]
 
 
@@ -170,7 +182,8 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
     cands = candidates(c, top)
     seed_list = evaluation_seeds(c, seeds)
     # the pick is known only once the candidates have run: every candidate's ablations are checked now
-    checks = list(cands) + [a for cand in cands[1:] for a in ablations(cand)[0]] if ablate else cands
+    checks = list(cands) + [a for cand in cands if cand.label not in REFERENCES
+                            for a in ablations(cand)[0]] if ablate else cands
     for cand in checks:  # every configuration builds on this dataset before anything trains
         check = RunConfig(cand.config.to_dict())
         check.set("model.kg.pretrain", 0)  # TransE pretraining runs once, in the run itself
@@ -206,7 +219,7 @@ def evaluate(c: Campaign, top: int = 3, seeds: int = 3, out: str | Path | None =
     started = start_ray(address)
     try:
         run_all(cands)
-        chosen, chosen_mean = pick(cands[1:], runs, objective, direction)
+        chosen, chosen_mean = pick([x for x in cands if x.label not in REFERENCES], runs, objective, direction)
         unused: list[str] = []
         if ablate:
             extra, unused = ablations(chosen)
@@ -248,12 +261,13 @@ def objective_mean(runs: list[dict], objective: str) -> float | None:
 def pick_row(report: dict) -> dict:
     """The report's row of the pick (the campaign's best in a report written before picks existed)."""
     label = report.get("pick", {}).get("label")
-    return next((r for r in report["rows"] if r["label"] == label), report["rows"][1])
+    return next((r for r in report["rows"] if r["label"] == label),
+                next(r for r in report["rows"] if r["label"] not in REFERENCES))
 
 
 def _report(c: Campaign, cands: list[Candidate], seeds: list[int], metrics: list[str],
             runs: dict[str, list[dict]], objective: str) -> dict[str, Any]:
-    base = runs[BASELINE]
+    base, peer = runs[BASELINE], runs.get(PEER)
     rows = []
     for cand in cands:
         row: dict[str, Any] = {"label": cand.label, "trial": cand.trial, "config": cand.config.changed(),
@@ -268,6 +282,9 @@ def _report(c: Campaign, cands: list[Candidate], seeds: list[int], metrics: list
             entry = {"mean": mean, "std": sd, "values": xs}
             if cand.label != BASELINE:
                 entry["lift"] = lift(xs, bs)
+            ps = [r[m] for r in peer] if peer and cand.label not in REFERENCES else []
+            if ps and all(isinstance(x, (int, float)) and not math.isnan(x) for x in ps):
+                entry["lift_peer"] = lift(xs, ps)
             row["metrics"][m] = entry
         rows.append(row)
     return {"campaign": c.name, "seeds": seeds, "metrics": metrics, "objective": objective, "rows": rows}
@@ -300,7 +317,7 @@ def cell(e: dict | None) -> str:
 def table(report: dict) -> Table:
     t = Table(title=f"campaign {report['campaign']}: test metrics at the best valid epoch, mean ± std over seeds "
                     f"{', '.join(map(str, report['seeds']))}; lift = paired difference from the baseline "
-                    f"[95% CI]", title_justify="left")
+                    f"[95% CI], and from the peer-equivalent start point (vs peer)", title_justify="left")
     t.add_column("configuration", no_wrap=True)
     objective = report.get("objective")
     if objective:
@@ -319,10 +336,11 @@ def table(report: dict) -> Table:
                 cells.append("-")
                 continue
             text = cell(e)
-            lf = e.get("lift")
-            if lf is not None:
-                ci = lf["ci95"]
-                text += f"\n{lf['mean']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
+            for key, tag in (("lift", ""), ("lift_peer", "vs peer ")):
+                lf = e.get(key)
+                if lf is not None:
+                    ci = lf["ci95"]
+                    text += f"\n{tag}{lf['mean']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
             cells.append(text)
         t.add_row(r["label"] + (" (pick)" if r["label"] == chosen else ""), *cells)
     abl = report.get("ablation")

@@ -247,7 +247,10 @@ class StudySearch(OptunaSearch):
     # ---- the study as the truth ------------------------------------------------------------------
     def _setup_study(self, mode):
         super()._setup_study(mode)
-        for point in self._space.start:  # the space's start points first; none twice after --resume
+        from rectune.tune.auto import start_points
+
+        # the floor (defaults, peer-equivalent), then the space's own start points; none twice after --resume
+        for point in start_points(self._space):
             self._ot_study.enqueue_trial(dict(point), skip_if_exists=True)
 
     def _closed(self, trial_id: str) -> bool:
@@ -395,19 +398,54 @@ def check_on_dataset(space: SearchSpace, ds) -> None:
                 raise ConfigError(f"{space.source}: search: {d.key}: {value!r} cannot run on {ds.path}: {err}") from None
 
 
-def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: str | None = None,
+AUTO_SPACE = "auto"
+"""campaign.json's ``space_file`` when the space was built from the dataset (no ``--space``)."""
+
+
+def campaign_space(space_file: str | Path | None, ds, folder: CampaignFolder, resume: bool, address: str | None,
+                   cpus: int | None, minutes: float | None) -> SearchSpace:
+    """The space file's; without one, the automatic space of ``ds`` for the cluster's CPUs (on
+    ``--resume``, the space the campaign started with, as its folder keeps it)."""
+    import yaml
+
+    from rectune.tune.auto import DEFAULT_MINUTES, auto_space
+    from rectune.tune.space import from_mapping
+
+    if space_file is not None:
+        space = load(space_file)
+    elif resume and folder.read("space.yaml") is not None:
+        space = from_mapping(yaml.safe_load(folder.read("space.yaml")), f"{folder.root}/space.yaml")
+    else:
+        if address:
+            from rectune.train.run import start_ray
+
+            start_ray(address)
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+        space = auto_space(ds, cpus or os.cpu_count() or 1, minutes or DEFAULT_MINUTES)
+    if minutes is not None:
+        from dataclasses import replace
+
+        space = replace(space, time_limit_s=minutes * 60.0)
+    return space
+
+
+def run_campaign(data: str | Path, space_file: str | Path | None, name: str, storage: str | None = None,
                  trials: int | None = None, address: str | None = None, study_db: str | None = None,
                  resume: bool = False, console: Console | None = None, cpus: int | None = None,
-                 extra: dict | None = None) -> CampaignResult:
-    """Start (or with ``resume`` continue) the campaign ``name``; every input is checked first."""
+                 extra: dict | None = None, minutes: float | None = None) -> CampaignResult:
+    """Start (or with ``resume`` continue) the campaign ``name``; every input is checked first.
+
+    Without ``space_file`` the space is built from the dataset (:mod:`rectune.tune.auto`);
+    ``minutes`` replaces the space's time limit."""
     import yaml
 
     from rectune.data.prepared import open_dataset
 
     console = console or Console()
-    space = load(space_file).with_budget(trials)
     folder = CampaignFolder(storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE, name)
     ds = open_dataset(data, validate=True)  # every file read once: a damaged one is refused before any trial
+    space = campaign_space(space_file, ds, folder, resume, address, cpus, minutes).with_budget(trials)
+    space = space.for_tasks(ds.schema.tasks)
     space.check_dataset(ds.schema.tasks)
     check_on_dataset(space, ds)
     meta = folder.meta()
@@ -418,7 +456,7 @@ def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: s
         raise ConfigError(f"--resume: no campaign '{name}' in {folder.storage}")
     if resume:
         if meta.get("space_fingerprint") != space.fingerprint():
-            raise ConfigError(f"{space_file}: differs from the space campaign '{name}' started with "
+            raise ConfigError(f"{space_file or 'the automatic space'}: differs from the space campaign '{name}' started with "
                               f"({folder.root}/space.yaml); a campaign's space cannot change: start a new campaign")
         if Path(meta["data"]) != Path(ds.path).resolve():
             raise ConfigError(f"--data {data}: campaign '{name}' runs on {meta['data']}")
@@ -446,7 +484,8 @@ def run_campaign(data: str | Path, space_file: str | Path, name: str, storage: s
 
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     meta = meta or {"name": name, "data": str(Path(ds.path).resolve()), "created": now,
-                    "space_fingerprint": space.fingerprint(), "space_file": str(space_file)}
+                    "space_fingerprint": space.fingerprint(),
+                    "space_file": str(space_file) if space_file is not None else AUTO_SPACE}
     meta.update({"status": "running", "trials_target": space.trials, "resumed": now if resume else None,
                  "driver": {"host": socket.gethostname(), "pid": os.getpid()},
                  "study_db": redact(url), "study_name": name,
@@ -488,11 +527,20 @@ def _run(folder, space, ds, meta, url, rdb, address, resume, console, cpus, extr
                                               failure_config=ray.tune.FailureConfig(max_failures=TRIAL_RETRIES),
                                               callbacks=[lines], verbose=0),
             )
-        console.print(f"campaign {meta['name']}: {space.trials} trials, {space.concurrency} at a time, on "
-                      f"{ds.schema.name}; folder {folder.root}; study {meta['study_db']}")
+        limit = f" within {space.time_limit_s / 60:.0f} min" if space.time_limit_s else ""
+        built = ", the space built from the dataset" if meta.get("space_file") == AUTO_SPACE else ""
+        console.print(f"campaign {meta['name']}: {space.trials} trials{limit}, {space.concurrency} at a time, on "
+                      f"{ds.schema.name}{built}; folder {folder.root}; study {meta['study_db']}")
+        fit_started = time.monotonic()
         grid = tuner.fit()
         trials = _trials(grid, space.objective.names())
-        finished = len(trials) >= space.trials and all(t["status"] in ("done", "error") for t in trials)
+        # the budget is spent when every trial ran, or when the time limit ended the campaign
+        timed_out = space.time_limit_s is not None and time.monotonic() - fit_started >= space.time_limit_s
+        finished = (len(trials) >= space.trials or timed_out) and all(t["status"] in ("done", "error") for t in trials)
+        if timed_out:
+            meta["time_limit_reached"] = True
+            console.print(f"campaign {meta['name']}: its time limit ({space.time_limit_s / 60:.0f} min) ended it after "
+                          f"{len(trials)} trial(s)")
         status = "finished" if finished else "interrupted"
         if finished:
             close_orphans(rdb, meta["study_name"])

@@ -51,6 +51,8 @@ from rectune.errors import ConfigError, DataError
 from rectune.runconfig import TASK_WEIGHT_PREFIX, Key, RunConfig, _nested_choice, key_table
 from rectune.train.metrics import WEIGHTED, better, check_metric
 
+TASK_WILDCARD = TASK_WEIGHT_PREFIX + "*"
+"""A search key that stands for ``loss.weights.<task>`` of every task of the campaign's dataset."""
 SECTIONS = ("objective", "budget", "scheduler", "sampler", "resources", "fixed", "search", "start")
 KINDS = ("float", "int", "categorical")
 SCHEDULERS = ("asha", "fifo")
@@ -231,6 +233,22 @@ class SearchSpace:
             raise ConfigError(f"--trials: {trials}; expected at least 1")
         return replace(self, trials=trials)
 
+    def for_tasks(self, tasks: list[str]) -> "SearchSpace":
+        """``loss.weights.*`` replaced by one key per task of the dataset (a task's own key, where the
+        space names it, stays as written)."""
+        if not any(d.key == TASK_WILDCARD for d in self.params):
+            return self
+        from dataclasses import replace
+
+        named = {d.key for d in self.params}
+        params: list[Dist] = []
+        for d in self.params:
+            if d.key == TASK_WILDCARD:
+                params += [replace(d, key=TASK_WEIGHT_PREFIX + t) for t in tasks if TASK_WEIGHT_PREFIX + t not in named]
+            else:
+                params.append(d)
+        return replace(self, params=tuple(params))
+
     def check_dataset(self, tasks: list[str]) -> None:
         """Everything that depends on the dataset: metric and task names."""
         where = f"{self.source}: "
@@ -240,7 +258,7 @@ class SearchSpace:
         if self.objective.metrics:
             check_metric(where + "fixed: train.metric", self.base()["train.metric"], tasks)
         for key in list(self.fixed) + [d.key for d in self.params]:
-            if key.startswith(TASK_WEIGHT_PREFIX) and key[len(TASK_WEIGHT_PREFIX):] not in tasks:
+            if key.startswith(TASK_WEIGHT_PREFIX) and key != TASK_WILDCARD and key[len(TASK_WEIGHT_PREFIX):] not in tasks:
                 raise ConfigError(f"{where}{key}: the dataset has no task '{key[len(TASK_WEIGHT_PREFIX):]}'; "
                                   f"tasks: {', '.join(tasks)}")
 
