@@ -144,3 +144,27 @@ def test_mission_refuses_a_top_whose_candidates_read_different_columns(monkeypat
     assert str(e.value) == ("--top 2: the candidates read different columns (model.features [[], ['item_id', "
                             "'hist_items']]); the peers read one set: use --top 1")
     assert not (tmp_path / "out").exists()
+
+
+def test_each_candidate_is_compared_with_the_peer_equivalent_too():
+    from io import StringIO
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from rectune.results.evaluate import PEER, _report
+
+    cands = [Candidate("baseline", None, RunConfig()), Candidate(PEER, None, RunConfig({"model.mtl": "mmoe"})),
+             Candidate("trial-7", 7, RunConfig({"optim.lr": 0.01}))]
+    runs = {"baseline": [{"test/click_auc": v, "valid/mean_auc": v} for v in (0.70, 0.71, 0.72)],
+            PEER: [{"test/click_auc": v, "valid/mean_auc": v} for v in (0.74, 0.74, 0.75)],
+            "trial-7": [{"test/click_auc": v, "valid/mean_auc": v} for v in (0.76, 0.77, 0.77)]}
+    report = _report(SimpleNamespace(name="c"), cands, [1, 2, 3], ["test/click_auc"], runs, "valid/mean_auc")
+    rows = {r["label"]: r["metrics"]["test/click_auc"] for r in report["rows"]}
+    assert rows["trial-7"]["lift_peer"]["mean"] == pytest.approx((0.02 + 0.03 + 0.02) / 3)  # paired, per seed
+    assert rows["trial-7"]["lift"]["mean"] == pytest.approx((0.06 + 0.06 + 0.05) / 3)
+    assert "lift_peer" not in rows[PEER] and "lift_peer" not in rows["baseline"]
+    assert rows[PEER]["lift"]["mean"] == pytest.approx(0.0333, abs=1e-4)  # the peer-equivalent against the baseline
+    out = StringIO()
+    Console(file=out, width=250).print(evaluate_table(report))
+    assert "vs peer +0.0233" in out.getvalue()
