@@ -101,24 +101,31 @@ def test_augmentation_strengths_can_be_exactly_zero_and_the_floor_sets_them_so(w
     assert floor_points(sp)["peer-equivalent"]["model.norm"] == PEER_SETTINGS["model.norm"]
 
 
+def _tree_space(ds, cpus, minutes=60.0):
+    """The automatic space before the choices are built (the budget and the keys' rules only)."""
+    from rectune.tune.auto import auto_tree
+    from rectune.tune.space import from_mapping
+
+    return from_mapping(auto_tree(ds, cpus, minutes), "t")
+
+
 def test_the_budget_follows_the_rows_and_the_cpus(worlds):
     ds = open_dataset(worlds["full"])
-    small, more_cpus, longer = auto_space(ds, 2, 10), auto_space(ds, 4, 10), auto_space(ds, 2, minutes=20)
+    small, more_cpus, longer = _tree_space(ds, 2, 10), _tree_space(ds, 4, 10), _tree_space(ds, 2, minutes=20)
     assert (small.concurrency, more_cpus.concurrency) == (2, 4)
-    assert small.time_limit_s == 600 and longer.time_limit_s == 1200 and auto_space(ds, 2).time_limit_s == 3600
+    assert small.time_limit_s == 600 and longer.time_limit_s == 1200 and _tree_space(ds, 2).time_limit_s == 3600
     assert more_cpus.trials > small.trials and longer.trials > small.trials
 
 
 @pytest.mark.skipif(not (SHARED / "bench" / "grocery-kg").is_dir(), reason="needs ../shared/bench")
-def test_a_one_task_table_gets_no_task_weights_and_no_noise():
-    ds = open_dataset(SHARED / "bench" / "grocery-kg")
-    keys = _searched(auto_space(ds, 2))
+def test_a_one_task_table_gets_no_task_weights_and_no_noise_and_more_rows_fewer_trials():
+    grocery = open_dataset(SHARED / "bench" / "grocery-kg")
+    keys = _searched(_tree_space(grocery, 2))
     assert not [k for k in keys if k.startswith("loss.weights.")] and "augment.noise.std" not in keys
     assert "ple" not in keys["model.mtl"].choices and "model.kg" in keys
-    ds100k = open_dataset(SHARED / "bench" / "ml100k-mtl")
-    big, small = auto_space(ds100k, 2), auto_space(ds, 2)
-    assert big.trials < auto_space(open_dataset(SHARED / "bench" / "ml100k-mtl"), 2, minutes=240).trials
-    assert small.trials <= big.trials * 2
+    small = open_dataset(SHARED / "bench" / "ml100k-mtl")
+    assert _tree_space(small, 2, 30).trials > _tree_space(grocery, 2, 30).trials  # 400k rows against 463k
+    assert _tree_space(open_dataset(SHARED / "bench" / "ml100k-mtl"), 2, 30).trials < _tree_space(small, 2, 60).trials
 
 
 def test_tune_without_a_space_builds_it_and_resume_keeps_it(worlds, tmp_path):
@@ -153,3 +160,14 @@ def test_rectune_tune_with_no_space_runs_the_floor_first_and_ends_on_its_time_li
     trials = optuna.load_study(study_name="auto", storage=f"sqlite:///{storage / 'auto' / 'study.db'}").trials
     points = floor_points(auto_space(open_dataset(small_world), 2))
     assert trials[0].params == points["defaults"] and trials[1].params == points["peer-equivalent"]
+
+
+def test_a_choice_the_dataset_cannot_serve_is_left_out_not_the_campaign(worlds, monkeypatch):
+    import rectune.tune.auto as auto
+
+    ds = open_dataset(worlds["full"])  # no text embeddings, which the rule below misjudges
+    monkeypatch.setattr(auto, "_footer_columns", lambda path: [TEXT_EMB_COLUMN])
+    assert "model.text_dim" in _searched(auto.from_mapping(auto.auto_tree(ds, 2), "t"))  # the rule alone
+    sp = auto_space(ds, 2)
+    assert "model.text_dim" not in _searched(sp) and "model.kg" in _searched(sp)
+    check_on_dataset(sp, ds)

@@ -9,7 +9,9 @@ use:
 - the history's pooling, recency embedding, item attributes and masking where a sequence field of
   item ids exists; noise where dense fields exist; id masking on the sparse fields;
 - the item graph (its encoder and neighbour substitution) only where relations exist, the item text
-  only where its embeddings exist (``rectune data embed-text``).
+  only where its embeddings exist (``rectune data embed-text``);
+- and of those, only the choices that build a model on the dataset (each is built once, as a
+  campaign's start-up check does): a dataset the rules misjudge loses a choice, not its campaign.
 
 Augmentation strengths are searched on a grid that holds exactly 0 (``step``), so "off" is a value
 the sampler can draw, not a point it can only approach. The budget is sized to the rows and the
@@ -207,5 +209,20 @@ def _footer_columns(path) -> list[str]:
 
 
 def auto_space(ds, cpus: int, minutes: float = DEFAULT_MINUTES) -> SearchSpace:
-    """The automatic :class:`SearchSpace` of ``ds`` (see the module's docstring)."""
-    return from_mapping(auto_tree(ds, cpus, minutes), f"the automatic space of {ds.schema.name}")
+    """The automatic :class:`SearchSpace` of ``ds`` (see the module's docstring), without the
+    choices that cannot build a model on it (a key left with one choice or none is not searched)."""
+    from rectune.tune.campaign import unbuildable
+
+    source = f"the automatic space of {ds.schema.name}"
+    tree = auto_tree(ds, cpus, minutes)
+    bad: dict[str, set] = {}
+    for key, value, _ in unbuildable(from_mapping(tree, source), ds):
+        bad.setdefault(key, set()).add(value)
+    for key, values in bad.items():
+        dist = tree["search"][key]
+        left = [v for v in dist.get("categorical", []) if _encode_choice(v) not in values]
+        if len(left) > 1:
+            dist["categorical"] = left
+        else:
+            del tree["search"][key]
+    return from_mapping(tree, source)

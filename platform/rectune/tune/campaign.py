@@ -371,11 +371,10 @@ def best_table(space: SearchSpace, trials: list[dict], top: int = 5) -> Table:
     return table
 
 
-def check_on_dataset(space: SearchSpace, ds) -> None:
-    """The fixed part, and each searched key at its extreme (every choice; a range's high end)
-    over it, must build a model and its augmentation on this dataset: a choice the dataset cannot
-    serve (text without embeddings, the item graph without relations) is refused here, not found
-    out by a trial's error hours later. TransE pretraining is not run for the check."""
+def unbuildable(space: SearchSpace, ds):
+    """Each searched key's extreme (every choice; a range's high end) over the fixed part that
+    cannot build a model and its augmentation on ``ds``: yields ``(key, value, error)``. The fixed
+    part is built first and its error raised as it is. TransE pretraining is not run."""
     from rectune.augment import AugmentPlan
     from rectune.train.run import trainer_inputs
 
@@ -395,7 +394,15 @@ def check_on_dataset(space: SearchSpace, ds) -> None:
                 cfg.set(d.key, value)
                 build(cfg)
             except RectuneError as err:
-                raise ConfigError(f"{space.source}: search: {d.key}: {value!r} cannot run on {ds.path}: {err}") from None
+                yield d.key, value, err
+
+
+def check_on_dataset(space: SearchSpace, ds) -> None:
+    """Every searched choice must run on this dataset: a choice the dataset cannot serve (text
+    without embeddings, the item graph without relations) is refused here, not found out by a
+    trial's error hours later."""
+    for key, value, err in unbuildable(space, ds):
+        raise ConfigError(f"{space.source}: search: {key}: {value!r} cannot run on {ds.path}: {err}")
 
 
 AUTO_SPACE = "auto"
