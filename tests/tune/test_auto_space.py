@@ -160,6 +160,10 @@ def test_rectune_tune_with_no_space_runs_the_floor_first_and_ends_on_its_time_li
     trials = optuna.load_study(study_name="auto", storage=f"sqlite:///{storage / 'auto' / 'study.db'}").trials
     points = floor_points(auto_space(open_dataset(small_world), 2))
     assert trials[0].params == points["defaults"] and trials[1].params == points["peer-equivalent"]
+    from rectune.tune.campaign import TIMED_OUT
+
+    stopped = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert all(t.user_attrs.get("error") == TIMED_OUT for t in stopped)
 
 
 def test_a_choice_the_dataset_cannot_serve_is_left_out_not_the_campaign(worlds, monkeypatch):

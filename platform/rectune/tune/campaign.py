@@ -285,19 +285,22 @@ class StudySearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def close_orphans(storage, study_name: str) -> list[int]:
+ORPHANED = "orphaned: left running by a killed campaign driver; Tune ran its configuration again as another trial"
+TIMED_OUT = "stopped by the campaign's time limit before its last epoch"
+
+
+def close_orphans(storage, study_name: str, reason: str = ORPHANED) -> list[int]:
     """Mark the study's trials that are still RUNNING when the campaign has finished as FAIL, with
     the reason in ``user_attrs["error"]``: a driver killed between Optuna's ``ask`` and Tune's next
     save of its experiment leaves such a trial behind, and Tune re-runs its configuration as
-    another study trial. Returns their numbers."""
+    another study trial; the time limit leaves the trials it stopped. Returns their numbers."""
     import optuna
 
     study_id = storage.get_study_id_from_name(study_name)
     closed = []
     for ft in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if "error" not in ft.user_attrs:
-            storage.set_trial_user_attr(ft._trial_id, "error", "orphaned: left running by a killed campaign "  # noqa: SLF001
-                                        "driver; Tune ran its configuration again as another trial")
+            storage.set_trial_user_attr(ft._trial_id, "error", reason)  # noqa: SLF001
         storage.set_trial_state_values(ft._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
         closed.append(ft.number)
     return closed
@@ -550,7 +553,7 @@ def _run(folder, space, ds, meta, url, rdb, address, resume, console, cpus, extr
                           f"{len(trials)} trial(s)")
         status = "finished" if finished else "interrupted"
         if finished:
-            close_orphans(rdb, meta["study_name"])
+            close_orphans(rdb, meta["study_name"], TIMED_OUT if timed_out else ORPHANED)
     except KeyboardInterrupt:
         status, trials = "interrupted", []
         raise
