@@ -175,3 +175,14 @@ def test_a_choice_the_dataset_cannot_serve_is_left_out_not_the_campaign(worlds, 
     sp = auto_space(ds, 2)
     assert "model.text_dim" not in _searched(sp) and "model.kg" in _searched(sp)
     check_on_dataset(sp, ds)
+
+
+def test_no_more_start_points_than_the_budget_wait_in_the_study(tmp_path):
+    import optuna
+
+    sp = space(**{"budget/trials": 1, "start": [{"model.mtl": "ple"}]})
+    name = f"s-{uuid.uuid4().hex[:8]}"
+    first = StudySearch(sp, f"sqlite:///{tmp_path}/study.db", name).suggest("t0")
+    assert first == floor_points(sp)["defaults"]
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/study.db").trials
+    assert len(trials) == 1  # the peer-equivalent and the space's point were not enqueued to wait for ever

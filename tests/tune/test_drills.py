@@ -44,17 +44,17 @@ def test_a_killed_train_worker_is_retried_from_its_checkpoint(small_world, tmp_p
 
 @pytest.mark.timeout(420)
 def test_a_trial_whose_loss_turns_nan_errors_with_its_reason_and_the_campaign_goes_on(small_world, tmp_path):
-    # two trials at once, one of each kind (the space's start points): one poisoned, one healthy
-    space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 2},
-                        start=[{"model.mtl": "mmoe"}, {"model.mtl": "shared_bottom"}])
+    # two trials at once, the floor every campaign starts from: the defaults, and the peer-equivalent
+    # (lr 1e-3, which the defaults are not) poisoned
+    space = write_space(tmp_path / "space.yaml", budget={"trials": 2, "concurrency": 2})
     storage = tmp_path / "campaigns"
     result = run_campaign(small_world, space, "nan", storage=str(storage), cpus=2,
-                          extra={"poison_when": {"model.mtl": "mmoe"}, "poison_at_epoch": 0})
+                          extra={"poison_when": {"optim.lr": 1e-3}, "poison_at_epoch": 0})
     assert result.status == "finished"
     trials = _study(storage, "nan")
     assert len(trials) == 2
-    poisoned = [t for t in trials if t.params["model.mtl"] == "mmoe"]
-    healthy = [t for t in trials if t.params["model.mtl"] != "mmoe"]
+    poisoned = [t for t in trials if t.params["optim.lr"] == 1e-3]
+    healthy = [t for t in trials if t.params["optim.lr"] != 1e-3]
     assert len(poisoned) == len(healthy) == 1, [t.params for t in trials]
     assert all(t.state == optuna.trial.TrialState.FAIL and "not finite" in t.user_attrs["error"] for t in poisoned)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in healthy)

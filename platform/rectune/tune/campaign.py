@@ -249,8 +249,9 @@ class StudySearch(OptunaSearch):
         super()._setup_study(mode)
         from rectune.tune.auto import start_points
 
-        # the floor (defaults, peer-equivalent), then the space's own start points; none twice after --resume
-        for point in start_points(self._space):
+        # the floor (defaults, peer-equivalent), then the space's own start points, as many as the budget
+        # holds (a point left over would wait in the study for ever); none twice after --resume
+        for point in start_points(self._space)[: self._space.trials]:
             self._ot_study.enqueue_trial(dict(point), skip_if_exists=True)
 
     def _closed(self, trial_id: str) -> bool:
