@@ -52,8 +52,8 @@ def run(workdir: Path, rows: int = 200_000, seed: int = 0, console: Console | No
         f"\ncampaign folder: {result.folder.root}\n"
         f"its results: [bold]rectune results show {name} --storage {Path(workdir) / 'campaigns'}[/bold] "
         f"(also best, export, importance, plot, evaluate: rectune results --help)\n"
-        f"next: [bold]rectune tune --data {ds.path} --space search_spaces/full.yaml --name my-campaign[/bold], "
-        f"[bold]rectune train --data {ds.path} --set model.mtl=mmoe[/bold], or import a real dataset with "
+        f"next: [bold]rectune tune --data {ds.path} --name my-campaign[/bold] (an hour, the space built from the "
+        f"data), [bold]rectune train --data {ds.path} --set model.history=attention[/bold], or import a real dataset with "
         "[bold]rectune data import --help[/bold]"
     )
     return {"describe": desc, "campaign": result}
